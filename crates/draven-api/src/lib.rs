@@ -1,1 +1,114 @@
-//! placeholder
+//! Draven's HTTP edge: the axum router, authentication and authorization, problem+json,
+//! idempotency, OpenAPI, metrics and tracing middleware.
+//!
+//! This crate parses and authorizes; it holds no business rules. Handlers turn a request into
+//! a call on a domain or store function and its result into JSON. The path of a request:
+//! `observe` (request id, trace, metrics) → routing → `tag_route` → `authorize` (the route's
+//! declared rule) → `idempotent` (creating POSTs) → handler.
+
+pub mod authz;
+pub mod docs;
+pub mod etag;
+pub mod extract;
+pub mod idempotency;
+pub mod problem;
+pub mod routes;
+pub mod telemetry;
+
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
+use draven_blob::Blobs;
+use draven_store::crypto::KeyEncryptionKey;
+use draven_store::Db;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Settings of the HTTP edge.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes (413 above).
+    pub max_body_bytes: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: 10 * 1024 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Set when shutdown begins: readiness turns false and new work is refused.
+#[derive(Clone, Debug, Default)]
+pub struct Draining(Arc<AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub blobs: Blobs,
+    pub kek: Arc<dyn KeyEncryptionKey>,
+    pub config: Arc<ApiConfig>,
+    pub draining: Draining,
+    pub metrics: PrometheusHandle,
+    pub policy: Arc<authz::RoutePolicy>,
+    pub openapi_json: Arc<String>,
+    pub docs_html: Arc<String>,
+}
+
+/// The parts the binary provides.
+pub struct Services {
+    pub db: Db,
+    pub blobs: Blobs,
+    pub kek: Arc<dyn KeyEncryptionKey>,
+    pub config: ApiConfig,
+    pub draining: Draining,
+}
+
+/// Builds the whole HTTP application. Fails if a route's declared access rule is invalid.
+pub fn app(services: Services) -> Result<Router, String> {
+    let (router, doc) = routes::api().split_for_parts();
+    let policy = authz::RoutePolicy::from_openapi(&doc)?;
+    let openapi_json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    let docs_html = docs::render(&doc);
+    let state = AppState {
+        db: services.db,
+        blobs: services.blobs,
+        kek: services.kek,
+        config: Arc::new(services.config.clone()),
+        draining: services.draining,
+        metrics: telemetry::metrics_handle(),
+        policy: Arc::new(policy),
+        openapi_json: Arc::new(openapi_json),
+        docs_html: Arc::new(docs_html),
+    };
+    Ok(router
+        .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
+        .route_layer(from_fn_with_state(state.clone(), authz::authorize))
+        .route_layer(from_fn(telemetry::tag_route))
+        .fallback(routes::system::not_found)
+        .layer(DefaultBodyLimit::max(services.config.max_body_bytes))
+        .layer(from_fn(telemetry::observe))
+        .with_state(state))
+}
+
+/// The OpenAPI document alone (for `draven openapi` and tests).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes::api().split_for_parts().1
+}

@@ -7,7 +7,9 @@
 pub mod access;
 pub mod error;
 pub mod names;
+pub mod trace;
 
 pub use access::{Action, Decision, Grant, Principal, Role, RouteRule, Target, TokenScope};
 pub use error::{Error, ErrorCode, FieldError};
 pub use names::Slug;
+pub use trace::TraceContext;

@@ -109,18 +109,16 @@ impl AuditEvent {
 }
 
 /// A stored record.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AuditRecord {
     pub seq: i64,
     pub id: String,
     pub at: String,
-    #[serde(skip)]
     pub at_ms: i64,
     pub tenant_id: Option<String>,
     pub actor: String,
     pub action: String,
     pub target: String,
-    #[serde(rename = "ref")]
     pub ref_name: Option<String>,
     pub outcome: String,
     pub reason: Option<String>,
@@ -346,32 +344,33 @@ impl Db {
         Ok(crate::paginate(records, limit, |r| r.seq.to_string()))
     }
 
-    /// Streams the whole trail (or one tenant's) in order, for export: calls `each` per record.
-    pub async fn export_audit(
+    /// Records after `after_seq` in order, at most `limit`: export reads the trail in batches.
+    pub async fn audit_batch(
         &self,
         tenant_id: Option<&str>,
-        mut each: impl FnMut(&AuditRecord) -> std::io::Result<()>,
-    ) -> Result<i64> {
-        use futures::TryStreamExt;
-        let sql = match tenant_id {
-            Some(_) => {
-                format!("SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 ORDER BY seq")
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditRecord>> {
+        let rows = match tenant_id {
+            Some(t) => {
+                sqlx::query(&format!("SELECT {COLUMNS} FROM audit_events WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
+                    .bind(t.to_owned())
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
             }
-            None => format!("SELECT {COLUMNS} FROM audit_events ORDER BY seq"),
+            None => {
+                sqlx::query(&format!("SELECT {COLUMNS} FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(self.pool())
+                    .await?
+            }
         };
-        let mut q = sqlx::query(&sql);
-        if let Some(t) = tenant_id {
-            q = q.bind(t.to_owned());
-        }
-        let mut rows = q.fetch(self.pool());
-        let mut count = 0;
-        while let Some(row) = rows.try_next().await? {
-            let (rec, _) = AuditRecord::from_row(&row)?;
-            each(&rec)
-                .map_err(|e| crate::StoreError::Corrupt(format!("export write failed: {e}")))?;
-            count += 1;
-        }
-        Ok(count)
+        rows.iter()
+            .map(|r| AuditRecord::from_row(r).map(|(rec, _)| rec))
+            .collect()
     }
 
     /// Walks the whole chain and checks sequence, links and hashes, then the head.

@@ -8,7 +8,7 @@ use crate::{flag, new_id, now_ms, rfc3339, Db, Result};
 use draven_core::{Error, ErrorCode, Slug};
 use sqlx::Row;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Environment {
     pub id: String,
     pub name: String,

@@ -19,7 +19,7 @@ use sqlx::Row;
 pub const TOKEN_PREFIX: &str = "drv_";
 pub const MIN_TOKEN_LEN: usize = 16;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub id: String,
     pub username: String,
@@ -39,7 +39,7 @@ pub struct NewUser {
     pub system_admin: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenMeta {
     pub id: String,
     pub user_id: String,
@@ -54,7 +54,7 @@ pub struct TokenMeta {
     pub created_at: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantRecord {
     pub id: String,
     pub user_id: String,
@@ -356,6 +356,49 @@ impl Db {
             username: u.username,
             token,
         }))
+    }
+
+    /// Creates a tenant with its first administrator (a tenant-wide admin grant and a token),
+    /// all in one transaction. Returns the tenant, the admin and the token (shown once).
+    pub async fn create_tenant_with_admin(
+        &self,
+        actor: &Actor,
+        name: &Slug,
+        display_name: &str,
+        admin_username: &str,
+    ) -> Result<(crate::tenants::Tenant, User, String)> {
+        let mut tx = self.begin().await?;
+        let tenant = create_tenant_in(&mut tx, actor, name, display_name).await?;
+        let actor = Actor {
+            tenant_id: Some(tenant.id.clone()),
+            ..actor.clone()
+        };
+        let new = NewUser {
+            username: admin_username.to_owned(),
+            ..NewUser::default()
+        };
+        let u = insert_user(&mut tx, &actor, &tenant.id, &new).await?;
+        insert_grant(
+            &mut tx,
+            &actor,
+            &tenant.id,
+            &u.id,
+            &Grant::tenant_wide(Role::Admin),
+        )
+        .await?;
+        let (_, token) = insert_token(
+            &mut tx,
+            &actor,
+            &tenant.id,
+            &u.id,
+            "initial admin",
+            None,
+            None,
+            None,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((tenant, u, token))
     }
 
     pub async fn create_user(&self, actor: &Actor, tenant_id: &str, new: &NewUser) -> Result<User> {
@@ -696,6 +739,33 @@ impl Db {
 
     pub async fn remove_grant(&self, actor: &Actor, tenant_id: &str, grant_id: &str) -> Result<()> {
         let mut tx = self.begin().await?;
+        // A tenant must keep at least one tenant-wide admin, or nobody could manage it again.
+        let target = sqlx::query(
+            "SELECT role, project, environment FROM grants WHERE tenant_id = $1 AND id = $2",
+        )
+        .bind(tenant_id)
+        .bind(grant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::not_found("grant"))?;
+        let is_admin_grant = target.try_get::<String, _>("role")? == "admin"
+            && target.try_get::<String, _>("project")?.is_empty()
+            && target.try_get::<String, _>("environment")?.is_empty();
+        if is_admin_grant {
+            let admins: i64 = sqlx::query(
+                "SELECT COUNT(*) AS n FROM grants g JOIN users u ON u.id = g.user_id WHERE g.tenant_id = $1 AND g.role = 'admin' AND g.project = '' AND g.environment = '' AND u.disabled = 0",
+            )
+            .bind(tenant_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("n")?;
+            if admins <= 1 {
+                return Err(Error::conflict(
+                    "this is the tenant's last admin grant; grant admin to someone else first",
+                )
+                .into());
+            }
+        }
         let done = sqlx::query("DELETE FROM grants WHERE tenant_id = $1 AND id = $2")
             .bind(tenant_id)
             .bind(grant_id)

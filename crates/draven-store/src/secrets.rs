@@ -13,7 +13,7 @@ use sqlx::Row;
 
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretMeta {
     pub name: String,
     pub description: String,

@@ -5,7 +5,7 @@ use crate::{cursor, new_id, now_ms, page_limit, paginate, rfc3339, Db, Page, Res
 use draven_core::{Error, Slug};
 use sqlx::Row;
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tenant {
     pub id: String,
     pub name: String,

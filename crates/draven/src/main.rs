@@ -1,1 +1,71 @@
-fn main() {}
+//! The `draven` binary: command line, configuration and the wiring of the crates below it.
+//! It holds no domain logic: commands resolve configuration, open storage and call into the
+//! store or the API crate.
+
+mod admin;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "draven",
+    version,
+    about = "Draven: release and runtime control plane (registry, deploy, functions)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (API, and later UI, deploy engine and function gateway).
+    Serve(config::ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(config::StoreArgs),
+    /// Administer tenants, users, tokens, grants and the audit trail directly in the database.
+    Admin(admin::AdminArgs),
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Migrate(store) => serve::migrate(store).await,
+            Command::Admin(args) => admin::run(args).await,
+            Command::Openapi => {
+                println!("{}", serde_json::to_string_pretty(&draven_api::openapi())?);
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Version => {
+                println!("draven {}", env!("CARGO_PKG_VERSION"));
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The routes, one module per resource. Each handler declares its access rule in its
+//! `#[utoipa::path(security(...))]`; see [`crate::authz`].
+
+pub mod audit;
+pub mod environments;
+pub mod identity;
+pub mod secrets;
+pub mod system;
+pub mod tenants;
+
+use crate::AppState;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Draven",
+        description = "Release and runtime control plane: registry, deploy and functions. Errors are RFC 9457 problem+json with a stable `type`; lists are cursor-paged; creating POSTs honour `Idempotency-Key`.",
+    ),
+    modifiers(&BearerToken),
+    components(schemas(crate::problem::Problem)),
+    tags(
+        (name = "system", description = "Health, readiness, metrics and this document"),
+        (name = "identity", description = "Who am I, users, tokens and grants"),
+        (name = "tenants", description = "Tenants (system administrators)"),
+        (name = "environments", description = "Environments and their protection"),
+        (name = "secrets", description = "Write-only encrypted secrets"),
+        (name = "audit", description = "The hash-chained audit trail"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            crate::authz::SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API token (`drv_…`). The scope listed on each operation is its access rule: `tenant:<action>` needs a tenant-wide grant allowing the action, `scoped:<action>` a grant allowing it in the concerned project/environment, `system` a system administrator, `authenticated` any valid token.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// Every route of the API, with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::readyz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::actuator_prometheus))
+        .routes(routes!(system::openapi_json))
+        .routes(routes!(system::docs_page))
+        .routes(routes!(identity::me))
+        .routes(routes!(identity::my_tokens, identity::create_my_token))
+        .routes(routes!(identity::revoke_my_token))
+        .routes(routes!(identity::list_users, identity::create_user))
+        .routes(routes!(identity::get_user, identity::update_user))
+        .routes(routes!(identity::create_user_token))
+        .routes(routes!(identity::list_tokens))
+        .routes(routes!(identity::revoke_token))
+        .routes(routes!(identity::list_grants, identity::create_grant))
+        .routes(routes!(identity::delete_grant))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(
+            environments::list_environments,
+            environments::create_environment
+        ))
+        .routes(routes!(
+            environments::get_environment,
+            environments::update_environment,
+            environments::delete_environment
+        ))
+        .routes(routes!(secrets::list_secrets))
+        .routes(routes!(
+            secrets::get_secret,
+            secrets::put_secret,
+            secrets::delete_secret
+        ))
+        .routes(routes!(audit::list_audit))
+        .routes(routes!(audit::export_audit))
+}
+
+/// `?cursor=…&limit=…` on every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Items per page, 1–500 (default 50).
+    pub limit: Option<u32>,
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Page<T> {
+    pub fn from_store<U>(page: draven_store::Page<U>, f: impl Fn(U) -> T) -> Page<T> {
+        Page {
+            items: page.items.into_iter().map(f).collect(),
+            next_cursor: page.next_cursor,
+        }
+    }
+}

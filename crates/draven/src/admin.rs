@@ -1,0 +1,490 @@
+//! `draven admin …`: tenants, users, tokens, grants and the audit trail, straight in the
+//! database (works while the server is down). Every change is audited as `cli:<os user>`.
+
+use crate::config::{Config, StoreArgs};
+use crate::serve::open_db;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use draven_core::{Grant, Role, Slug, TokenScope};
+use draven_store::audit::{Actor, Verification};
+use draven_store::identity::NewUser;
+use draven_store::Db;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Tenants.
+    #[command(subcommand)]
+    Tenants(TenantCmd),
+    /// Users of a tenant.
+    #[command(subcommand)]
+    Users(UserCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Tokens(TokenCmd),
+    /// Role grants.
+    #[command(subcommand)]
+    Grants(GrantCmd),
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCmd {
+    /// Create a tenant with its first administrator; prints the admin's token once.
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "admin")]
+        admin: String,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCmd {
+    Create {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        username: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    Disable {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        username: String,
+    },
+    Enable {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        username: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCmd {
+    /// Create a token; prints it once.
+    Create {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// Narrow the token (repeatable): read, write, deploy, approve, invoke, admin.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// RFC 3339 expiry time.
+        #[arg(long)]
+        expires_at: Option<String>,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Revoke {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum GrantCmd {
+    Add {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Remove {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCmd {
+    /// Check the whole hash chain; exits 1 if a record was changed or removed.
+    Verify,
+    /// Write the trail as JSON lines (oldest first).
+    Export {
+        /// Only this tenant's records.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// File to write instead of standard output.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
+}
+
+fn cli_actor(tenant_id: Option<String>) -> Actor {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into());
+    Actor {
+        tenant_id,
+        name: format!("cli:{user}"),
+        request_id: None,
+        client_addr: None,
+    }
+}
+
+async fn tenant_id(db: &Db, name: &str) -> Result<String> {
+    Ok(db
+        .tenant_by_name(name)
+        .await
+        .map_err(draven_core::Error::from)
+        .with_context(|| format!("tenant {name:?}"))?
+        .id)
+}
+
+async fn user_id(db: &Db, tenant: &str, user: &str) -> Result<String> {
+    Ok(db
+        .get_user(tenant, user)
+        .await
+        .map_err(draven_core::Error::from)
+        .with_context(|| format!("user {user:?}"))?
+        .id)
+}
+
+fn domain<T>(r: Result<T, draven_store::StoreError>) -> Result<T> {
+    r.map_err(|e| anyhow::anyhow!(draven_core::Error::from(e)))
+}
+
+pub async fn run(args: AdminArgs) -> Result<ExitCode> {
+    let config = Config::resolve_store(&args.store)?;
+    let db = open_db(&config).await?;
+    let code = dispatch(&db, args.command).await;
+    db.close().await;
+    code
+}
+
+async fn dispatch(db: &Db, command: AdminCommand) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        AdminCommand::Tenants(TenantCmd::Create {
+            name,
+            display_name,
+            admin,
+        }) => {
+            let slug = Slug::parse("name", &name)?;
+            let (t, u, token) = domain(
+                db.create_tenant_with_admin(&cli_actor(None), &slug, &display_name, &admin)
+                    .await,
+            )?;
+            writeln!(
+                out,
+                "created tenant {} ({}) with administrator {}",
+                t.name, t.id, u.username
+            )?;
+            writeln!(out, "admin token (shown once): {token}")?;
+        }
+        AdminCommand::Tenants(TenantCmd::List) => {
+            let mut cursor = None;
+            loop {
+                let page = domain(db.list_tenants(cursor.as_deref(), Some(500)).await)?;
+                for t in page.items {
+                    writeln!(out, "{}\t{}\t{}", t.name, t.id, t.display_name)?;
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        AdminCommand::Users(cmd) => users(db, cmd, &mut out).await?,
+        AdminCommand::Tokens(cmd) => tokens(db, cmd, &mut out).await?,
+        AdminCommand::Grants(cmd) => grants(db, cmd, &mut out).await?,
+        AdminCommand::Audit(AuditCmd::Verify) => match domain(db.verify_audit().await)? {
+            Verification::Intact { records, head } => {
+                writeln!(out, "audit trail intact: {records} records, head {head}")?;
+            }
+            Verification::Broken { seq, problem } => {
+                eprintln!("audit trail BROKEN at record {seq}: {problem}");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        AdminCommand::Audit(AuditCmd::Export { tenant, output }) => {
+            let tenant_id = match &tenant {
+                Some(t) => Some(tenant_id(db, t).await?),
+                None => None,
+            };
+            let mut sink: Box<dyn Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let mut after = 0;
+            let mut n = 0;
+            loop {
+                let batch = domain(db.audit_batch(tenant_id.as_deref(), after, 1000).await)?;
+                let Some(last) = batch.last() else { break };
+                after = last.seq;
+                for r in batch {
+                    serde_json::to_writer(
+                        &mut sink,
+                        &draven_api::routes::audit::AuditView::from(r),
+                    )?;
+                    sink.write_all(b"\n")?;
+                    n += 1;
+                }
+            }
+            sink.flush()?;
+            if output.is_some() {
+                writeln!(out, "exported {n} records")?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn users(db: &Db, cmd: UserCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        UserCmd::Create {
+            tenant,
+            username,
+            display_name,
+            email,
+            password_stdin,
+        } => {
+            let t = tenant_id(db, &tenant).await?;
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line)?;
+                Some(line.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                None
+            };
+            let new = NewUser {
+                username,
+                display_name,
+                email,
+                password,
+                system_admin: false,
+            };
+            let u = domain(db.create_user(&cli_actor(Some(t.clone())), &t, &new).await)?;
+            writeln!(out, "created user {} ({})", u.username, u.id)?;
+        }
+        UserCmd::List { tenant } => {
+            let t = tenant_id(db, &tenant).await?;
+            let mut cursor = None;
+            loop {
+                let page = domain(db.list_users(&t, cursor.as_deref(), Some(500)).await)?;
+                for u in page.items {
+                    let flags = [(u.system_admin, "system-admin"), (u.disabled, "disabled")]
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .map(|(_, f)| *f)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}\t{}",
+                        u.username, u.id, u.display_name, flags
+                    )?;
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        UserCmd::Disable { tenant, username } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = user_id(db, &t, &username).await?;
+            domain(
+                db.set_user_disabled(&cli_actor(Some(t.clone())), &t, &u, true)
+                    .await,
+            )?;
+            writeln!(out, "disabled {username}")?;
+        }
+        UserCmd::Enable { tenant, username } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = user_id(db, &t, &username).await?;
+            domain(
+                db.set_user_disabled(&cli_actor(Some(t.clone())), &t, &u, false)
+                    .await,
+            )?;
+            writeln!(out, "enabled {username}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn tokens(db: &Db, cmd: TokenCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        TokenCmd::Create {
+            tenant,
+            user,
+            name,
+            scopes,
+            expires_at,
+        } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = user_id(db, &t, &user).await?;
+            let scopes = if scopes.is_empty() {
+                None
+            } else {
+                Some(
+                    scopes
+                        .iter()
+                        .map(|s| s.parse::<TokenScope>())
+                        .collect::<Result<Vec<_>, _>>()?,
+                )
+            };
+            let expires = match expires_at {
+                Some(s) => Some(chrono_ms(&s)?),
+                None => None,
+            };
+            let (meta, token) = domain(
+                db.create_token(
+                    &cli_actor(Some(t.clone())),
+                    &t,
+                    &u,
+                    &name,
+                    scopes.as_deref(),
+                    expires,
+                )
+                .await,
+            )?;
+            writeln!(out, "created token {} for {user}", meta.id)?;
+            writeln!(out, "token (shown once): {token}")?;
+        }
+        TokenCmd::List { tenant, user } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = match user {
+                Some(u) => Some(user_id(db, &t, &u).await?),
+                None => None,
+            };
+            let mut cursor = None;
+            loop {
+                let page = domain(
+                    db.list_tokens(&t, u.as_deref(), cursor.as_deref(), Some(500))
+                        .await,
+                )?;
+                for k in page.items {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    writeln!(
+                        out,
+                        "{}\t{}\t{}…\t{}\t{}\t{}",
+                        k.id,
+                        k.name,
+                        k.prefix,
+                        k.scopes.join(","),
+                        k.expires_at.unwrap_or_default(),
+                        state
+                    )?;
+                }
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        TokenCmd::Revoke { tenant, id } => {
+            let t = tenant_id(db, &tenant).await?;
+            domain(db.revoke_token(&cli_actor(Some(t.clone())), &t, &id).await)?;
+            writeln!(out, "revoked {id}")?;
+        }
+    }
+    Ok(())
+}
+
+fn chrono_ms(s: &str) -> Result<i64> {
+    let Some(t) = draven_store::parse_rfc3339_ms(s) else {
+        bail!("{s:?} is not an RFC 3339 time")
+    };
+    Ok(t)
+}
+
+async fn grants(db: &Db, cmd: GrantCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        GrantCmd::Add {
+            tenant,
+            user,
+            role,
+            project,
+            environment,
+        } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = user_id(db, &t, &user).await?;
+            let grant = Grant {
+                role: role.parse::<Role>()?,
+                project,
+                environment,
+            };
+            let g = domain(
+                db.add_grant(&cli_actor(Some(t.clone())), &t, &u, &grant)
+                    .await,
+            )?;
+            writeln!(out, "granted {} to {user} ({})", g.role, g.id)?;
+        }
+        GrantCmd::List { tenant, user } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = match user {
+                Some(u) => Some(user_id(db, &t, &u).await?),
+                None => None,
+            };
+            for g in domain(db.list_grants(&t, u.as_deref()).await)? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\tproject={}\tenvironment={}",
+                    g.id,
+                    g.user_id,
+                    g.role,
+                    g.project.unwrap_or_else(|| "*".into()),
+                    g.environment.unwrap_or_else(|| "*".into())
+                )?;
+            }
+        }
+        GrantCmd::Remove { tenant, id } => {
+            let t = tenant_id(db, &tenant).await?;
+            domain(db.remove_grant(&cli_actor(Some(t.clone())), &t, &id).await)?;
+            writeln!(out, "removed grant {id}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,176 @@
+//! `draven serve` and `draven migrate`: open storage, migrate, bootstrap, serve, drain.
+
+use crate::config::{unknown_env_vars, Config, ServeArgs, StoreArgs};
+use anyhow::{Context, Result};
+use draven_api::telemetry::{init_logging, LogFormat};
+use draven_api::{ApiConfig, Draining, Services};
+use draven_blob::{Blobs, Location, S3Settings};
+use draven_store::crypto::MasterKey;
+use draven_store::Db;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub async fn open_db(config: &Config) -> Result<Db> {
+    if config.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    }
+    let db = Db::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    db.migrate().await.context("migrating the database")?;
+    Ok(db)
+}
+
+pub async fn migrate(store: StoreArgs) -> Result<ExitCode> {
+    let config = Config::resolve_store(&store)?;
+    std::fs::create_dir_all(&config.data_dir).ok();
+    let db = Db::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let report = db.migrate().await.context("migrating")?;
+    if report.applied.is_empty() {
+        println!("database is up to date (migration {})", report.current);
+    } else {
+        for m in report.applied {
+            println!("applied {m}");
+        }
+    }
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The master key: from configuration, else the key file in the data dir (created 0600).
+fn master_key(config: &Config) -> Result<MasterKey> {
+    if let Some(k) = &config.master_key {
+        return MasterKey::parse(k).context("DRAVEN_MASTER_KEY");
+    }
+    let path = config.data_dir.join("master.key");
+    if !path.exists() {
+        write_new_key_file(&path)?;
+        tracing::info!(path = %path.display(), "created a new master key file (mode 0600); back it up: secrets cannot be read without it");
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    MasterKey::parse(&text).with_context(|| format!("master key file {}", path.display()))
+}
+
+fn write_new_key_file(path: &Path) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(MasterKey::generate_hex().as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+}
+
+pub async fn run(args: ServeArgs) -> Result<ExitCode> {
+    let config = Config::resolve(&args)?;
+    init_logging(
+        if config.log_json {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        },
+        &config.log,
+    );
+    for var in unknown_env_vars() {
+        tracing::warn!(variable = %var, "unknown DRAVEN_* environment variable ignored (typo?)");
+    }
+    let db = open_db(&config).await?;
+    let location = Location::parse(&config.object_store)?;
+    let s3 = S3Settings {
+        endpoint: config.s3_endpoint.clone(),
+        ..S3Settings::default()
+    };
+    let blobs = Blobs::open(&location, &s3).context("opening object storage")?;
+    blobs
+        .init_probe()
+        .await
+        .with_context(|| format!("writing to object storage ({})", blobs.describe()))?;
+    let kek = master_key(&config)?;
+
+    if let Some(b) = db.bootstrap(config.bootstrap_token.as_deref()).await? {
+        if config.bootstrap_token.is_some() {
+            println!("draven: first start: created tenant {:?} and system administrator {:?} with the token from DRAVEN_BOOTSTRAP_TOKEN", b.tenant, b.username);
+        } else {
+            println!(
+                "draven: first start: created tenant {:?} and system administrator {:?}",
+                b.tenant, b.username
+            );
+            println!(
+                "draven: bootstrap admin token (shown once, store it now): {}",
+                b.token
+            );
+        }
+    }
+
+    let draining = Draining::default();
+    let app = draven_api::app(Services {
+        db: db.clone(),
+        blobs,
+        kek: Arc::new(kek),
+        config: ApiConfig {
+            max_body_bytes: config.max_body_bytes,
+            idempotency_ttl: config.idempotency_ttl,
+        },
+        draining: draining.clone(),
+    })
+    .map_err(anyhow::Error::msg)?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, database = %db.backend_name(), "listening");
+    println!("draven: listening on http://{addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let delay = config.shutdown_delay;
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        draining.start();
+        tokio::time::sleep(delay).await;
+        let _ = stop_tx.send(true);
+    });
+    let mut graceful = stop_rx.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = graceful.wait_for(|stop| *stop).await;
+    });
+    let mut grace_rx = stop_rx;
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        result = server => result.context("serving")?,
+        _ = async move {
+            let _ = grace_rx.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => tracing::warn!(grace_secs = grace.as_secs(), "grace period over with requests still in flight; exiting"),
+    }
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
