@@ -76,6 +76,9 @@ pub struct AuditQuery {
     pub since: Option<String>,
     /// RFC 3339; records before.
     pub until: Option<String>,
+    /// System administrators only: the whole trail, including records that belong to no
+    /// tenant (refused unauthenticated requests, which name no tenant).
+    pub all_tenants: Option<bool>,
     pub cursor: Option<String>,
     pub limit: Option<u32>,
 }
@@ -98,8 +101,20 @@ pub async fn list_audit(
     auth: Auth,
     Query(q): Query<AuditQuery>,
 ) -> ApiResult<axum::Json<Page<AuditView>>> {
+    let all = q.all_tenants.unwrap_or(false);
+    if all && !auth.principal.system_admin {
+        return Err(
+            Error::forbidden("all_tenants=true is for system administrators")
+                .with_field("all_tenants")
+                .into(),
+        );
+    }
     let filter = AuditFilter {
-        tenant_id: Some(auth.tenant_id().to_owned()),
+        tenant_id: if all {
+            None
+        } else {
+            Some(auth.tenant_id().to_owned())
+        },
         actor: q.actor,
         action: q.action,
         target: q.target,
