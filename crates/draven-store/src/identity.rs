@@ -187,16 +187,30 @@ async fn insert_user(tx: &mut Tx, actor: &Actor, tenant_id: &str, new: &NewUser)
     Ok(u)
 }
 
+/// A token to create.
+#[derive(Clone, Copy, Debug)]
+struct NewToken<'a> {
+    user_id: &'a str,
+    name: &'a str,
+    scopes: Option<&'a [TokenScope]>,
+    expires_at_ms: Option<i64>,
+    /// The operator's chosen value (bootstrap); random otherwise.
+    chosen: Option<&'a str>,
+}
+
 async fn insert_token(
     tx: &mut Tx,
     actor: &Actor,
     tenant_id: &str,
-    user_id: &str,
-    name: &str,
-    scopes: Option<&[TokenScope]>,
-    expires_at_ms: Option<i64>,
-    secret: Option<&str>,
+    new: NewToken<'_>,
 ) -> Result<(TokenMeta, String)> {
+    let NewToken {
+        user_id,
+        name,
+        scopes,
+        expires_at_ms,
+        chosen: secret,
+    } = new;
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
         return Err(Error::invalid("name", "a token needs a name of 1-100 characters").into());
@@ -343,11 +357,13 @@ impl Db {
             &mut tx,
             &actor,
             &tenant.id,
-            &u.id,
-            "bootstrap",
-            None,
-            None,
-            chosen_token,
+            NewToken {
+                user_id: &u.id,
+                name: "bootstrap",
+                scopes: None,
+                expires_at_ms: None,
+                chosen: chosen_token,
+            },
         )
         .await?;
         tx.commit().await?;
@@ -390,11 +406,13 @@ impl Db {
             &mut tx,
             &actor,
             &tenant.id,
-            &u.id,
-            "initial admin",
-            None,
-            None,
-            None,
+            NewToken {
+                user_id: &u.id,
+                name: "initial admin",
+                scopes: None,
+                expires_at_ms: None,
+                chosen: None,
+            },
         )
         .await?;
         tx.commit().await?;
@@ -532,7 +550,6 @@ impl Db {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_token(
         &self,
         actor: &Actor,
@@ -555,11 +572,13 @@ impl Db {
             &mut tx,
             actor,
             tenant_id,
-            user_id,
-            name,
-            scopes,
-            expires_at_ms,
-            None,
+            NewToken {
+                user_id,
+                name,
+                scopes,
+                expires_at_ms,
+                chosen: None,
+            },
         )
         .await?;
         tx.commit().await?;

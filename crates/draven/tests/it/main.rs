@@ -1,0 +1,623 @@
+//! The real `draven` binary: started as a process, driven over HTTP and signals.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_draven");
+
+/// A command with no inherited DRAVEN_* configuration.
+fn draven(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("DRAVEN_") || k.starts_with("AWS_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("DRAVEN_LOG_FORMAT", "json");
+    c
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+    stderr_path: std::path::PathBuf,
+    _stderr_dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `cmd` (a `draven serve …`) and waits for its "listening on" line.
+    fn start(mut cmd: Command) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let stderr_path = dir.path().join("stderr.log");
+        cmd.stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        let mut child = cmd.spawn().expect("spawn draven");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = vec![];
+        loop {
+            match rx.recv_timeout(Duration::from_secs(30)) {
+                Ok(line) => {
+                    let done = line.contains("listening on http://");
+                    lines.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "draven did not start: stdout {lines:?}\nstderr {}",
+                        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        let base = lines
+            .last()
+            .unwrap()
+            .split("listening on ")
+            .nth(1)
+            .unwrap()
+            .trim()
+            .to_owned();
+        Server {
+            child,
+            base,
+            stdout: lines,
+            stderr_path,
+            _stderr_dir: dir,
+        }
+    }
+
+    fn printed_token(&self) -> Option<String> {
+        self.stdout.iter().find_map(|l| {
+            l.split("(shown once, store it now): ")
+                .nth(1)
+                .map(str::to_owned)
+        })
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.child.id() as i32, sig) }, 0);
+    }
+
+    /// SIGTERM, then the exit code.
+    fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.wait()
+    }
+
+    fn wait(&mut self) -> i32 {
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("draven did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new().request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+    call(reqwest::Method::GET, url, token, None).await
+}
+
+fn data_dir_args(dir: &Path) -> Vec<String> {
+    vec![
+        "serve".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+    ]
+}
+
+fn serve_in(dir: &Path) -> Command {
+    let args = data_dir_args(dir);
+    draven(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_prints_the_token_once_and_restarts_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_in(dir.path()));
+    let token = server
+        .printed_token()
+        .expect("first start prints the admin token");
+    assert!(token.starts_with("drv_"));
+    let (status, me) = get(&format!("{}/api/v1/me", server.base), Some(&token)).await;
+    assert_eq!(
+        (
+            status,
+            me["username"].as_str(),
+            me["system_admin"].as_bool()
+        ),
+        (200, Some("admin"), Some(true))
+    );
+    assert_eq!(get(&format!("{}/readyz", server.base), None).await.0, 200);
+    // Embedded defaults: SQLite file, local objects, a 0600 key file.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.path().join("master.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(dir.path().join("draven.db").exists());
+    assert!(dir.path().join("objects/.draven/probe").exists());
+    let key_before = std::fs::read(dir.path().join("master.key")).unwrap();
+    assert_eq!(server.stop(), 0);
+
+    let server = Server::start(serve_in(dir.path()));
+    assert_eq!(
+        server.printed_token(),
+        None,
+        "the token is printed only on first start"
+    );
+    assert_eq!(
+        get(&format!("{}/api/v1/me", server.base), Some(&token))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("master.key")).unwrap(),
+        key_before
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+#[tokio::test]
+async fn logs_are_json_with_trace_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_in(dir.path()));
+    reqwest::Client::new()
+        .get(format!("{}/healthz", server.base))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .send()
+        .await
+        .unwrap();
+    let stderr = server.stderr();
+    assert_eq!(server.stop(), 0);
+    let served: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request served")
+        .collect();
+    let line = served
+        .iter()
+        .find(|v| v["span"]["route"] == "/healthz")
+        .expect("a JSON log line for the request");
+    assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let span_id = line["span"]["span_id"].as_str().unwrap();
+    assert_eq!(span_id.len(), 16);
+    assert_ne!(
+        span_id, "00f067aa0ba902b7",
+        "our span is a child of the caller's"
+    );
+}
+
+#[tokio::test]
+async fn environment_variables_configure_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = draven(&["serve"]);
+    cmd.env("DRAVEN_LISTEN", "127.0.0.1:0")
+        .env("DRAVEN_DATA_DIR", dir.path())
+        .env("DRAVEN_BOOTSTRAP_TOKEN", "my-own-bootstrap-token-123")
+        .env("DRAVEN_MASTER_KEY", "ab".repeat(32))
+        .env("DRAVEN_LISTN", "typo");
+    let server = Server::start(cmd);
+    assert_eq!(server.printed_token(), None, "a chosen token is not echoed");
+    assert!(server
+        .stdout
+        .iter()
+        .any(|l| l.contains("DRAVEN_BOOTSTRAP_TOKEN")));
+    assert_eq!(
+        get(
+            &format!("{}/api/v1/me", server.base),
+            Some("my-own-bootstrap-token-123")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(
+        !dir.path().join("master.key").exists(),
+        "DRAVEN_MASTER_KEY replaces the key file"
+    );
+    let stderr = server.stderr();
+    assert_eq!(server.stop(), 0);
+    assert!(
+        stderr.contains("DRAVEN_LISTN") && stderr.contains("unknown DRAVEN_"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_config_file_is_read_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("draven.toml");
+    std::fs::write(&file, format!("data_dir = {:?}\nbootstrap_token = \"token-from-the-file-0001\"\nlisten = \"127.0.0.1:1\"\n", dir.path().join("d"))).unwrap();
+    let server = Server::start(draven(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]));
+    assert_eq!(
+        get(
+            &format!("{}/api/v1/me", server.base),
+            Some("token-from-the-file-0001")
+        )
+        .await
+        .0,
+        200
+    );
+    assert!(dir.path().join("d/draven.db").exists());
+    assert_eq!(server.stop(), 0);
+    std::fs::write(&file, "listen = 8080\n").unwrap();
+    let out = draven(&["serve", "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("listen"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_in(dir.path());
+    cmd.args(["--shutdown-delay-secs", "1"])
+        .env("DRAVEN_BOOTSTRAP_TOKEN", "drain-test-admin-token");
+    let mut server = Server::start(cmd);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // A request whose body is still arriving when the signal comes.
+    let body = br#"{"name": "drained", "description": "sent across a SIGTERM"}"#;
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    write!(
+        conn,
+        "POST /api/v1/environments HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer drain-test-admin-token\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    conn.write_all(&body[..10]).unwrap();
+    conn.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    // Readiness turns false at once, while liveness stays true.
+    let (status, ready) = get(&format!("{}/readyz", server.base), None).await;
+    assert_eq!((status, ready["status"].as_str()), (503, Some("draining")));
+    assert_eq!(get(&format!("{}/healthz", server.base), None).await.0, 200);
+    std::thread::sleep(Duration::from_millis(1200));
+    // The listener is closed now, but the in-flight request completes.
+    conn.write_all(&body[10..]).unwrap();
+    let mut response = String::new();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = conn.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert_eq!(server.wait(), 0);
+    // Nothing accepted was lost.
+    let server = Server::start(serve_in(dir.path()));
+    let (status, env) = get(
+        &format!("{}/api/v1/environments/drained", server.base),
+        Some("drain-test-admin-token"),
+    )
+    .await;
+    assert_eq!(
+        (status, env["description"].as_str()),
+        (200, Some("sent across a SIGTERM"))
+    );
+    assert_eq!(server.stop(), 0);
+}
+
+fn admin(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["admin", "--data-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = draven(&all).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn admin_stdin(dir: &Path, args: &[&str], input: &str) -> (i32, String) {
+    let mut all = vec!["admin", "--data-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut child = draven(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test]
+async fn admin_cli_manages_identity_and_audit_verify_catches_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, out, err) = admin(d, &["tenants", "create", "acme", "--admin", "root"]);
+    assert_eq!(code, 0, "{err}");
+    let acme_admin = out
+        .lines()
+        .find_map(|l| l.strip_prefix("admin token (shown once): "))
+        .unwrap()
+        .to_owned();
+    let (code, out) = admin_stdin(
+        d,
+        &[
+            "users",
+            "create",
+            "--tenant",
+            "acme",
+            "bob",
+            "--password-stdin",
+        ],
+        "a-long-password\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        admin(
+            d,
+            &["grants", "add", "--tenant", "acme", "--user", "bob", "--role", "viewer"]
+        )
+        .0,
+        0
+    );
+    let (code, out, _) = admin(
+        d,
+        &[
+            "tokens", "create", "--tenant", "acme", "--user", "bob", "--name", "laptop", "--scope",
+            "read",
+        ],
+    );
+    assert_eq!(code, 0);
+    let bob = out
+        .lines()
+        .find_map(|l| l.strip_prefix("token (shown once): "))
+        .unwrap()
+        .to_owned();
+    let (_, users, _) = admin(d, &["users", "list", "--tenant", "acme"]);
+    assert!(users.contains("bob") && users.contains("root"));
+    let (code, _, err) = admin(
+        d,
+        &[
+            "grants", "add", "--tenant", "acme", "--user", "bob", "--role", "king",
+        ],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("unknown role"), "{err}");
+    let (code, _, err) = admin(d, &["users", "list", "--tenant", "nope"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("tenant \"nope\""), "{err}");
+
+    // The server sees what the CLI made.
+    let server = Server::start(serve_in(d));
+    assert_eq!(
+        get(&format!("{}/api/v1/environments", server.base), Some(&bob))
+            .await
+            .0,
+        200
+    );
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/environments", server.base),
+        Some(&bob),
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        reqwest::Method::POST,
+        &format!("{}/api/v1/environments", server.base),
+        Some(&acme_admin),
+        Some(json!({"name": "prod"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert_eq!(server.stop(), 0);
+
+    let (code, out, _) = admin(d, &["audit", "verify"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("audit trail intact"), "{out}");
+    let export = d.join("audit.jsonl");
+    let (code, out, _) = admin(
+        d,
+        &[
+            "audit",
+            "export",
+            "--tenant",
+            "acme",
+            "--output",
+            export.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let records: Vec<Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(records.iter().any(
+        |r| r["action"] == "tenant.create" && r["actor"].as_str().unwrap().starts_with("cli:")
+    ));
+    assert!(records
+        .iter()
+        .any(|r| r["outcome"] == "denied" && r["actor"] == "user:bob"));
+    assert!(records.iter().any(|r| r["action"] == "environment.create"));
+
+    // Tamper with one record the way someone with database access would.
+    let url = format!("sqlite://{}/draven.db", d.display());
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("DROP TRIGGER audit_events_no_update; UPDATE audit_events SET actor = 'user:mallory' WHERE seq = 3;")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    let (code, _, err) = admin(d, &["audit", "verify"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("BROKEN at record 3"), "{err}");
+}
+
+#[tokio::test]
+async fn migrate_applies_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = draven(&["migrate", "--data-dir", d]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied 0001_kernel"));
+    let out = draven(&["migrate", "--data-dir", d]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+    let out = draven(&["migrate", "--database-url", "mysql://x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported database URL"));
+}
+
+/// PostgreSQL and S3, both chosen by environment variables, on the real binary.
+#[tokio::test]
+async fn postgres_and_s3_by_environment() {
+    let Some(db_url) = draven_store::testing::postgres_url().await else {
+        return;
+    };
+    let Some(s3) = draven_blob::testing::s3() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = draven(&["serve"]);
+    cmd.env("DRAVEN_LISTEN", "127.0.0.1:0")
+        .env("DRAVEN_DATA_DIR", dir.path())
+        .env("DRAVEN_DATABASE_URL", &db_url)
+        .env("DRAVEN_OBJECT_STORE", &s3.spec)
+        .env("DRAVEN_S3_ENDPOINT", s3.s3.endpoint.as_deref().unwrap())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("DRAVEN_BOOTSTRAP_TOKEN", "postgres-s3-admin-token");
+    let server = Server::start(cmd);
+    let (status, ready) = get(&format!("{}/readyz", server.base), None).await;
+    assert_eq!(
+        (
+            status,
+            ready["database"].as_str(),
+            ready["object_store"].as_str()
+        ),
+        (200, Some("ok"), Some("ok"))
+    );
+    assert_eq!(
+        get(
+            &format!("{}/api/v1/me", server.base),
+            Some("postgres-s3-admin-token")
+        )
+        .await
+        .0,
+        200
+    );
+    // The probe object went to S3, not the data dir.
+    assert!(s3.blobs.size(".draven/probe").await.unwrap().is_some());
+    assert!(!dir.path().join("objects").exists());
+    assert!(!dir.path().join("draven.db").exists());
+    assert_eq!(server.stop(), 0);
+    let out = draven(&["migrate", "--database-url", &db_url])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
+}
+
+#[test]
+fn serve_help_documents_every_knob() {
+    let out = draven(&["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "DRAVEN_CONFIG",
+        "DRAVEN_DATA_DIR",
+        "DRAVEN_DATABASE_URL",
+        "DRAVEN_OBJECT_STORE",
+        "DRAVEN_S3_ENDPOINT",
+        "DRAVEN_LISTEN",
+        "DRAVEN_MASTER_KEY",
+        "DRAVEN_BOOTSTRAP_TOKEN",
+        "DRAVEN_LOG_FORMAT",
+        "DRAVEN_LOG",
+        "DRAVEN_MAX_BODY_BYTES",
+        "DRAVEN_IDEMPOTENCY_TTL_SECS",
+        "DRAVEN_SHUTDOWN_DELAY_SECS",
+        "DRAVEN_SHUTDOWN_GRACE_SECS",
+    ] {
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "serve --help does not mention {var}"
+        );
+    }
+    let out = draven(&["version"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("draven 0."));
+}
