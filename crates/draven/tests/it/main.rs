@@ -621,3 +621,31 @@ fn serve_help_documents_every_knob() {
     let out = draven(&["version"]).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("draven 0."));
 }
+
+/// Every Rust file says what it owns in a `//!` paragraph (STYLE.md).
+#[test]
+fn every_module_starts_with_a_doc_paragraph() {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut files = vec![];
+    walk(crates, &mut files);
+    assert!(files.len() > 20);
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !std::fs::read_to_string(f).unwrap().starts_with("//!"))
+        .map(|f| f.strip_prefix(crates).unwrap().display().to_string())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a //! doc paragraph: {missing:?}"
+    );
+}
