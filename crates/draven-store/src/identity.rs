@@ -311,6 +311,39 @@ async fn insert_grant(
     Ok(g)
 }
 
+/// A new tenant's first administrator: the user, a tenant-wide admin grant and a token.
+async fn add_first_admin(
+    tx: &mut Tx,
+    actor: &Actor,
+    tenant_id: &str,
+    new: &NewUser,
+    token_name: &str,
+    chosen_token: Option<&str>,
+) -> Result<(User, String)> {
+    let actor = Actor {
+        tenant_id: Some(tenant_id.to_owned()),
+        ..actor.clone()
+    };
+    let u = insert_user(tx, &actor, tenant_id, new).await?;
+    insert_grant(
+        tx,
+        &actor,
+        tenant_id,
+        &u.id,
+        &Grant::tenant_wide(Role::Admin),
+    )
+    .await?;
+    let token = NewToken {
+        user_id: &u.id,
+        name: token_name,
+        scopes: None,
+        expires_at_ms: None,
+        chosen: chosen_token,
+    };
+    let (_, token) = insert_token(tx, &actor, tenant_id, token).await?;
+    Ok((u, token))
+}
+
 impl Db {
     /// On a database with no users: creates tenant `default`, its system administrator `admin`
     /// with a tenant-wide admin grant, and a token (`chosen_token`, or a random one). Returns
@@ -334,36 +367,19 @@ impl Db {
             }
             Err(e) => return Err(e),
         };
-        let actor = Actor {
-            tenant_id: Some(tenant.id.clone()),
-            ..actor
-        };
         let admin = NewUser {
             username: "admin".into(),
             display_name: "Administrator".into(),
             system_admin: true,
             ..NewUser::default()
         };
-        let u = insert_user(&mut tx, &actor, &tenant.id, &admin).await?;
-        insert_grant(
+        let (u, token) = add_first_admin(
             &mut tx,
             &actor,
             &tenant.id,
-            &u.id,
-            &Grant::tenant_wide(Role::Admin),
-        )
-        .await?;
-        let (_, token) = insert_token(
-            &mut tx,
-            &actor,
-            &tenant.id,
-            NewToken {
-                user_id: &u.id,
-                name: "bootstrap",
-                scopes: None,
-                expires_at_ms: None,
-                chosen: chosen_token,
-            },
+            &admin,
+            "bootstrap",
+            chosen_token,
         )
         .await?;
         tx.commit().await?;
@@ -385,36 +401,12 @@ impl Db {
     ) -> Result<(crate::tenants::Tenant, User, String)> {
         let mut tx = self.begin().await?;
         let tenant = create_tenant_in(&mut tx, actor, name, display_name).await?;
-        let actor = Actor {
-            tenant_id: Some(tenant.id.clone()),
-            ..actor.clone()
-        };
         let new = NewUser {
             username: admin_username.to_owned(),
             ..NewUser::default()
         };
-        let u = insert_user(&mut tx, &actor, &tenant.id, &new).await?;
-        insert_grant(
-            &mut tx,
-            &actor,
-            &tenant.id,
-            &u.id,
-            &Grant::tenant_wide(Role::Admin),
-        )
-        .await?;
-        let (_, token) = insert_token(
-            &mut tx,
-            &actor,
-            &tenant.id,
-            NewToken {
-                user_id: &u.id,
-                name: "initial admin",
-                scopes: None,
-                expires_at_ms: None,
-                chosen: None,
-            },
-        )
-        .await?;
+        let (u, token) =
+            add_first_admin(&mut tx, actor, &tenant.id, &new, "initial admin", None).await?;
         tx.commit().await?;
         Ok((tenant, u, token))
     }

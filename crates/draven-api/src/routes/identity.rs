@@ -434,6 +434,25 @@ pub struct TokenQuery {
     pub limit: Option<u32>,
 }
 
+/// Resolves an optional `?user=` (id or username) in the caller's tenant.
+async fn user_filter(
+    state: &AppState,
+    auth: &Auth,
+    user: Option<&str>,
+) -> ApiResult<Option<String>> {
+    match user {
+        Some(u) => {
+            let found = state
+                .db
+                .get_user(auth.tenant_id(), u)
+                .await
+                .map_err(|e| Error::from(e).with_field("user"))?;
+            Ok(Some(found.id))
+        }
+        None => Ok(None),
+    }
+}
+
 /// All tokens of the tenant (metadata only).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "identity", security(("token" = ["tenant:admin"])), params(TokenQuery),
     responses((status = 200, body = Page<TokenView>)))]
@@ -442,17 +461,7 @@ pub async fn list_tokens(
     auth: Auth,
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<axum::Json<Page<TokenView>>> {
-    let user_id = match &q.user {
-        Some(u) => Some(
-            state
-                .db
-                .get_user(auth.tenant_id(), u)
-                .await
-                .map_err(|e| Error::from(e).with_field("user"))?
-                .id,
-        ),
-        None => None,
-    };
+    let user_id = user_filter(&state, &auth, q.user.as_deref()).await?;
     let page = state
         .db
         .list_tokens(
@@ -497,17 +506,7 @@ pub async fn list_grants(
     auth: Auth,
     Query(q): Query<GrantQuery>,
 ) -> ApiResult<axum::Json<Vec<GrantView>>> {
-    let user_id = match &q.user {
-        Some(u) => Some(
-            state
-                .db
-                .get_user(auth.tenant_id(), u)
-                .await
-                .map_err(|e| Error::from(e).with_field("user"))?
-                .id,
-        ),
-        None => None,
-    };
+    let user_id = user_filter(&state, &auth, q.user.as_deref()).await?;
     let grants = state
         .db
         .list_grants(auth.tenant_id(), user_id.as_deref())
