@@ -111,6 +111,48 @@ impl RoutePolicy {
     }
 }
 
+/// Recently authenticated tokens, so a busy client costs no database round trip per request.
+///
+/// Entries live [`PrincipalCache::TTL`]; every identity change made through this server (token
+/// revoked, user disabled, grant added or removed) clears the cache at once, so such changes are
+/// immediate here and take at most the TTL on other servers sharing the database (or after a
+/// `draven admin` change).
+#[derive(Debug, Default)]
+pub struct PrincipalCache {
+    entries: std::sync::RwLock<HashMap<String, (Arc<Principal>, std::time::Instant)>>,
+}
+
+impl PrincipalCache {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn key(token: &str) -> String {
+        draven_store::identity::hash_token(token)
+    }
+
+    pub fn get(&self, token: &str) -> Option<Arc<Principal>> {
+        let entries = self.entries.read().ok()?;
+        let (p, at) = entries.get(&Self::key(token))?;
+        (at.elapsed() < Self::TTL).then(|| p.clone())
+    }
+
+    pub fn put(&self, token: &str, p: Arc<Principal>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() >= Self::MAX_ENTRIES {
+                entries.clear();
+            }
+            entries.insert(Self::key(token), (p, std::time::Instant::now()));
+        }
+    }
+
+    /// Forgets everything: called after any change to tokens, users or grants.
+    pub fn clear(&self) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.clear();
+        }
+    }
+}
+
 /// The authenticated caller of a request, and how to name them in the audit trail.
 #[derive(Clone, Debug)]
 pub struct Auth {
@@ -217,9 +259,17 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
     };
     let principal = match bearer(&req) {
         None => None,
-        Some(token) => match state.db.authenticate(token).await {
-            Ok(p) => p,
-            Err(e) => return problem_response(&Error::from(e)),
+        Some(token) => match state.principals.get(token) {
+            Some(p) => Some(p),
+            None => match state.db.authenticate(token).await {
+                Ok(Some(p)) => {
+                    let p = Arc::new(p);
+                    state.principals.put(token, p.clone());
+                    Some(p)
+                }
+                Ok(None) => None,
+                Err(e) => return problem_response(&Error::from(e)),
+            },
         },
     };
     let Some(principal) = principal else {
@@ -258,7 +308,7 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         return problem_response(&Error::forbidden(why));
     }
     req.extensions_mut().insert(Auth {
-        principal: Arc::new(principal),
+        principal,
         actor,
     });
     next.run(req).await

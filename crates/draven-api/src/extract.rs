@@ -49,6 +49,40 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
+/// A raw request body (artifact payloads), with its media type (parameters dropped, lowercased).
+pub struct RawBody {
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let media_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body exceeds the configured limit",
+                )
+            } else {
+                ApiError::new(
+                    ErrorCode::MalformedBody,
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        Ok(RawBody { media_type, bytes })
+    }
+}
+
 /// Parses JSON, turning serde's error into one that names the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);

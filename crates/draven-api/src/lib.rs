@@ -63,11 +63,13 @@ impl Draining {
 pub struct AppState {
     pub db: Db,
     pub blobs: Blobs,
+    pub registry: draven_registry::Registry,
     pub kek: Arc<dyn KeyEncryptionKey>,
     pub config: Arc<ApiConfig>,
     pub draining: Draining,
     pub metrics: PrometheusHandle,
     pub policy: Arc<authz::RoutePolicy>,
+    pub principals: Arc<authz::PrincipalCache>,
     pub openapi_json: Arc<String>,
     pub docs_html: Arc<String>,
 }
@@ -88,6 +90,7 @@ pub fn app(services: Services) -> Result<Router, String> {
     let openapi_json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     let docs_html = docs::render(&doc);
     let state = AppState {
+        registry: draven_registry::Registry::new(services.db.clone(), services.blobs.clone()),
         db: services.db,
         blobs: services.blobs,
         kek: services.kek,
@@ -95,6 +98,7 @@ pub fn app(services: Services) -> Result<Router, String> {
         draining: services.draining,
         metrics: telemetry::metrics_handle(),
         policy: Arc::new(policy),
+        principals: Arc::new(authz::PrincipalCache::default()),
         openapi_json: Arc::new(openapi_json),
         docs_html: Arc::new(docs_html),
     };

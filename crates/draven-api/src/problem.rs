@@ -37,6 +37,15 @@ pub struct Problem {
     pub field: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Every problem, when there are several (e.g. all missing dependencies of a release).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemItem {
+    pub field: String,
+    pub message: String,
 }
 
 /// An error on its way out as problem+json.
@@ -79,6 +88,14 @@ pub fn problem_response(e: &Error) -> Response {
         code: e.code.slug().to_owned(),
         field: e.field.clone(),
         request_id: current_request_id(),
+        errors: e
+            .errors
+            .iter()
+            .map(|f| ProblemItem {
+                field: f.field.clone(),
+                message: f.message.clone(),
+            })
+            .collect(),
     };
     let mut resp = (status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
     resp.headers_mut()

@@ -287,6 +287,29 @@ impl Blobs {
         Ok(keys)
     }
 
+    /// Keys under `prefix` with their last-modified time in epoch milliseconds.
+    pub async fn list_with_times(&self, prefix: &str) -> Result<Vec<(String, i64)>> {
+        let base = self.path(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut keys: Vec<(String, i64)> = self
+            .store
+            .list(Some(&base))
+            .map_ok(|m| {
+                (
+                    m.location.as_ref()[strip..].to_owned(),
+                    m.last_modified.timestamp_millis(),
+                )
+            })
+            .try_collect()
+            .await?;
+        keys.sort();
+        Ok(keys)
+    }
+
     /// Writes the readiness probe object; done once at start.
     pub async fn init_probe(&self) -> Result<()> {
         self.put(PROBE_KEY, Bytes::from_static(b"ok"))

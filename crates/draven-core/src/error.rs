@@ -122,6 +122,8 @@ pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub field: Option<String>,
+    /// Further problems of the same request (all missing dependencies of a release, say).
+    pub errors: Vec<FieldError>,
 }
 
 impl Error {
@@ -130,6 +132,7 @@ impl Error {
             code,
             message: message.into(),
             field: None,
+            errors: Vec::new(),
         }
     }
 
@@ -138,7 +141,13 @@ impl Error {
             code: ErrorCode::ValidationFailed,
             message: message.into(),
             field: Some(field.to_owned()),
+            errors: Vec::new(),
         }
+    }
+
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Error {
+        self.errors = errors;
+        self
     }
 
     pub fn with_field(mut self, field: &str) -> Error {

@@ -5,6 +5,7 @@
 //! everything here is a pure function of its inputs, so it can be tested exhaustively.
 
 pub mod access;
+pub mod approval;
 pub mod error;
 pub mod names;
 pub mod trace;

@@ -7,12 +7,15 @@
 //! at its call site. This crate knows nothing about HTTP; it returns [`StoreError`], which the
 //! caller maps to a domain error once.
 
+pub mod approvals;
 pub mod audit;
 pub mod crypto;
 pub mod environments;
 pub mod idempotency;
 pub mod identity;
 pub mod migrate;
+pub mod registry;
+pub mod registry_release;
 pub mod secrets;
 pub mod tenants;
 pub mod testing;
@@ -96,7 +99,7 @@ impl Db {
             _ => url.to_owned(),
         };
         let max = match backend {
-            Backend::Sqlite => 4,
+            Backend::Sqlite => 8,
             Backend::Postgres => 10,
         };
         let pool = AnyPoolOptions::new()

@@ -16,13 +16,22 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "kernel",
-    portable: include_str!("migrations/0001_kernel.sql"),
-    sqlite: include_str!("migrations/0001_kernel.sqlite.sql"),
-    postgres: include_str!("migrations/0001_kernel.postgres.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "kernel",
+        portable: include_str!("migrations/0001_kernel.sql"),
+        sqlite: include_str!("migrations/0001_kernel.sqlite.sql"),
+        postgres: include_str!("migrations/0001_kernel.postgres.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "registry",
+        portable: include_str!("migrations/0002_registry.sql"),
+        sqlite: include_str!("migrations/0002_registry.sqlite.sql"),
+        postgres: include_str!("migrations/0002_registry.postgres.sql"),
+    },
+];
 
 impl Migration {
     fn checksum(&self) -> String {

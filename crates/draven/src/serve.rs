@@ -74,6 +74,32 @@ fn write_new_key_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Removes payload objects left by a crash between an object write and its commit: a minute
+/// after start, then hourly.
+fn spawn_orphan_sweeper(registry: draven_registry::Registry) {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        let mut every = tokio::time::interval_at(start, std::time::Duration::from_secs(3600));
+        loop {
+            every.tick().await;
+            let tenants = match registry.db.all_tenant_ids().await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(error = %e, "orphan sweep: cannot list tenants");
+                    continue;
+                }
+            };
+            for t in tenants {
+                match registry.sweep_orphans(&t, draven_store::now_ms()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tenant = %t, removed = n, "removed orphaned payloads"),
+                    Err(e) => tracing::warn!(tenant = %t, error = %e, "orphan sweep failed"),
+                }
+            }
+        }
+    });
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -125,6 +151,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         }
     }
 
+    spawn_orphan_sweeper(draven_registry::Registry::new(db.clone(), blobs.clone()));
     let draining = Draining::default();
     let app = draven_api::app(Services {
         db: db.clone(),

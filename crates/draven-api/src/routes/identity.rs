@@ -280,6 +280,7 @@ pub async fn revoke_my_token(
         .db
         .revoke_token(&auth.actor, auth.tenant_id(), &id)
         .await?;
+    state.principals.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -395,6 +396,7 @@ pub async fn update_user(
         }
         _ => u,
     };
+    state.principals.clear();
     Ok(axum::Json(u.into()))
 }
 
@@ -487,6 +489,7 @@ pub async fn revoke_token(
         .db
         .revoke_token(&auth.actor, auth.tenant_id(), &id)
         .await?;
+    state.principals.clear();
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -555,6 +558,7 @@ pub async fn create_grant(
         .db
         .add_grant(&auth.actor, auth.tenant_id(), &u.id, &grant)
         .await?;
+    state.principals.clear();
     let location = format!("/api/v1/grants/{}", g.id);
     Ok((
         StatusCode::CREATED,
@@ -577,5 +581,6 @@ pub async fn delete_grant(
         .db
         .remove_grant(&auth.actor, auth.tenant_id(), &id)
         .await?;
+    state.principals.clear();
     Ok(StatusCode::NO_CONTENT)
 }

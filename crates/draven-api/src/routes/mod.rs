@@ -1,9 +1,11 @@
 //! The routes, one module per resource. Each handler declares its access rule in its
 //! `#[utoipa::path(security(...))]`; see [`crate::authz`].
 
+pub mod approvals;
 pub mod audit;
 pub mod environments;
 pub mod identity;
+pub mod registry;
 pub mod secrets;
 pub mod system;
 pub mod tenants;
@@ -30,6 +32,8 @@ use utoipa_axum::routes;
         (name = "environments", description = "Environments and their protection"),
         (name = "secrets", description = "Write-only encrypted secrets"),
         (name = "audit", description = "The hash-chained audit trail"),
+        (name = "registry", description = "Artifacts, versions, validation, bundles and publications"),
+        (name = "approvals", description = "Approval requests and votes (two-person rule)"),
     )
 )]
 struct ApiDoc;
@@ -90,6 +94,34 @@ pub fn api() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(audit::list_audit))
         .routes(routes!(audit::export_audit))
+        .routes(routes!(registry::list_artifacts, registry::create_artifact))
+        .routes(routes!(
+            registry::get_artifact,
+            registry::update_artifact,
+            registry::delete_artifact
+        ))
+        .routes(routes!(registry::list_versions, registry::create_version))
+        .routes(routes!(
+            registry::get_version,
+            registry::update_version,
+            registry::delete_version
+        ))
+        .routes(routes!(registry::get_payload, registry::put_payload))
+        .routes(routes!(registry::deprecate_version))
+        .routes(routes!(registry::version_graph))
+        .routes(routes!(registry::validate_payload))
+        .routes(routes!(registry::list_bundles, registry::create_bundle))
+        .routes(routes!(registry::get_bundle))
+        .routes(routes!(registry::download_bundle))
+        .routes(routes!(
+            registry::list_publications,
+            registry::create_publication
+        ))
+        .routes(routes!(registry::live_publications))
+        .routes(routes!(registry::get_publication))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::get_approval))
+        .routes(routes!(approvals::vote))
 }
 
 /// `?cursor=…&limit=…` on every list.

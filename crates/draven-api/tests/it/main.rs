@@ -11,15 +11,17 @@ use std::sync::Arc;
 
 const ADMIN: &str = "test-bootstrap-admin-token";
 
-struct App {
+mod registry;
+
+pub(crate) struct App {
     base: String,
     http: reqwest::Client,
-    _db: TestDb,
+    db: TestDb,
     draining: Draining,
-    _blobs: draven_blob::testing::TestBlobs,
+    blobs: draven_blob::testing::TestBlobs,
 }
 
-struct Resp {
+pub(crate) struct Resp {
     status: StatusCode,
     headers: reqwest::header::HeaderMap,
     body: Value,
@@ -27,6 +29,12 @@ struct Resp {
 }
 
 impl Resp {
+    #[allow(dead_code)]
+    fn ok(&self) -> &Self {
+        assert!(self.status.is_success(), "{} {}", self.status, self.text);
+        self
+    }
+
     fn problem(&self) -> (&str, Option<&str>) {
         (
             self.body["code"].as_str().unwrap_or(""),
@@ -49,7 +57,14 @@ impl App {
 
     async fn start_with(db: TestDb, config: ApiConfig) -> App {
         db.bootstrap(Some(ADMIN)).await.unwrap();
-        let blobs = draven_blob::testing::local();
+        // SQLite runs with a local directory, PostgreSQL with S3: each test meets both
+        // databases and both object stores.
+        let blobs = match db.backend() {
+            draven_store::Backend::Postgres => {
+                draven_blob::testing::s3().unwrap_or_else(draven_blob::testing::local)
+            }
+            draven_store::Backend::Sqlite => draven_blob::testing::local(),
+        };
         blobs.blobs.init_probe().await.unwrap();
         let draining = Draining::default();
         let app = draven_api::app(Services {
@@ -73,9 +88,9 @@ impl App {
         App {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
-            _db: db,
+            db,
             draining,
-            _blobs: blobs,
+            blobs,
         }
     }
 
@@ -94,6 +109,38 @@ impl App {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// A request with a raw body and content type (artifact payloads).
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
