@@ -307,9 +307,6 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         }
         return problem_response(&Error::forbidden(why));
     }
-    req.extensions_mut().insert(Auth {
-        principal,
-        actor,
-    });
+    req.extensions_mut().insert(Auth { principal, actor });
     next.run(req).await
 }

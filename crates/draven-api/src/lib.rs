@@ -12,6 +12,7 @@ pub mod etag;
 pub mod extract;
 pub mod idempotency;
 pub mod problem;
+pub mod read_cache;
 pub mod routes;
 pub mod telemetry;
 
@@ -70,6 +71,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub policy: Arc<authz::RoutePolicy>,
     pub principals: Arc<authz::PrincipalCache>,
+    pub reads: Arc<read_cache::ReadCache>,
     pub openapi_json: Arc<String>,
     pub docs_html: Arc<String>,
 }
@@ -99,10 +101,12 @@ pub fn app(services: Services) -> Result<Router, String> {
         metrics: telemetry::metrics_handle(),
         policy: Arc::new(policy),
         principals: Arc::new(authz::PrincipalCache::default()),
+        reads: Arc::new(read_cache::ReadCache::default()),
         openapi_json: Arc::new(openapi_json),
         docs_html: Arc::new(docs_html),
     };
     Ok(router
+        .route_layer(from_fn_with_state(state.clone(), retire_cached_reads))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(state.clone(), authz::authorize))
         .route_layer(from_fn(telemetry::tag_route))
@@ -110,6 +114,27 @@ pub fn app(services: Services) -> Result<Router, String> {
         .layer(DefaultBodyLimit::max(services.config.max_body_bytes))
         .layer(from_fn(telemetry::observe))
         .with_state(state))
+}
+
+/// After any state-changing request of a tenant, retires the tenant's cached reads.
+async fn retire_cached_reads(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let writes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    let tenant = req
+        .extensions()
+        .get::<authz::Auth>()
+        .map(|a| a.principal.tenant_id.clone());
+    let resp = next.run(req).await;
+    if let (true, Some(t)) = (writes, tenant) {
+        state.reads.invalidate(&t);
+    }
+    resp
 }
 
 /// The OpenAPI document alone (for `draven openapi` and tests).

@@ -123,17 +123,20 @@ mod tests {
         }
     }
 
+    /// (state, required, votes cast, voter, verdict) → outcome
+    type Case = (
+        ApprovalState,
+        u32,
+        Vec<CastVote>,
+        &'static str,
+        Verdict,
+        Result<ApprovalState, ErrorCode>,
+    );
+
     #[test]
     fn two_person_rule() {
         // (state, required, cast, voter, verdict) -> outcome
-        let cases: Vec<(
-            ApprovalState,
-            u32,
-            Vec<CastVote>,
-            &str,
-            Verdict,
-            Result<ApprovalState, ErrorCode>,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (Pending, 1, vec![], "bob", Approve, Ok(Approved)),
             (Pending, 2, vec![], "bob", Approve, Ok(Pending)),
             (

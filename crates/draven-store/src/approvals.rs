@@ -158,8 +158,19 @@ impl Db {
 
     /// Records `voter`'s vote. When it decides the request, the subject moves on in the same
     /// transaction (a publication goes live or is rejected).
-    pub async fn vote(&self, actor: &Actor, tenant_id: &str, id: &str, ballot: &Ballot<'_>) -> Result<Approval> {
-        let Ballot { voter_id, voter_name, verdict, comment } = *ballot;
+    pub async fn vote(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        id: &str,
+        ballot: &Ballot<'_>,
+    ) -> Result<Approval> {
+        let Ballot {
+            voter_id,
+            voter_name,
+            verdict,
+            comment,
+        } = *ballot;
         let mut tx = self.begin().await?;
         // Take the row lock first, so concurrent votes are decided one after the other.
         sqlx::query("UPDATE approval_requests SET state = state WHERE tenant_id = $1 AND id = $2")

@@ -609,7 +609,10 @@ impl Db {
         expected_revision: Option<i64>,
         meta: &VersionMeta<'_>,
     ) -> Result<Version> {
-        let VersionMeta { version_tag, declared } = *meta;
+        let VersionMeta {
+            version_tag,
+            declared,
+        } = *meta;
         let mut tx = self.begin().await?;
         let v = load_version(&mut tx, tenant_id, key, number).await?;
         if v.state != DRAFT {

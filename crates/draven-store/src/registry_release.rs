@@ -153,8 +153,19 @@ impl Db {
     /// Records a bundle whose tar is already stored, and publishes its draft members. An
     /// identical bundle (same sha256) is returned as it is (`false`). A draft that changed since
     /// it was validated makes the whole bundle fail (409), publishing nothing.
-    pub async fn create_bundle(&self, actor: &Actor, tenant_id: &str, new: &NewBundle<'_>) -> Result<(Bundle, bool)> {
-        let NewBundle { sha256, size, object_key, manifest, members } = *new;
+    pub async fn create_bundle(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        new: &NewBundle<'_>,
+    ) -> Result<(Bundle, bool)> {
+        let NewBundle {
+            sha256,
+            size,
+            object_key,
+            manifest,
+            members,
+        } = *new;
         let mut tx = self.begin().await?;
         if let Some(row) = sqlx::query("SELECT * FROM bundles WHERE tenant_id = $1 AND sha256 = $2")
             .bind(tenant_id)

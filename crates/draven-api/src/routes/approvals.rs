@@ -167,7 +167,15 @@ pub async fn vote(
     )
     .await?;
     let p = &auth.principal;
-    let ballot = Ballot { voter_id: &p.user_id, voter_name: &p.username, verdict, comment: &b.comment };
-    let updated = state.db.vote(&auth.actor, auth.tenant_id(), &id, &ballot).await?;
+    let ballot = Ballot {
+        voter_id: &p.user_id,
+        voter_name: &p.username,
+        verdict,
+        comment: &b.comment,
+    };
+    let updated = state
+        .db
+        .vote(&auth.actor, auth.tenant_id(), &id, &ballot)
+        .await?;
     Ok(axum::Json(updated.into()))
 }

@@ -249,8 +249,35 @@ pub async fn get_artifact(
     auth: Auth,
     Path(key): Path<String>,
 ) -> ApiResult<Response> {
-    let a = state.db.get_artifact(auth.tenant_id(), &key).await?;
-    Ok(with_etag(StatusCode::OK, a.revision, ArtifactView::from(a)))
+    let tenant = auth.tenant_id();
+    if let Some(c) = state.reads.get(tenant, &key) {
+        return Ok(cached_json(c));
+    }
+    let generation = state.reads.generation(tenant);
+    let a = state.db.get_artifact(tenant, &key).await?;
+    let cached = crate::read_cache::Cached {
+        body: bytes::Bytes::from(
+            serde_json::to_vec(&ArtifactView::from(a.clone())).unwrap_or_default(),
+        ),
+        revision: a.revision,
+    };
+    state.reads.put(tenant, &key, generation, cached.clone());
+    Ok(cached_json(cached))
+}
+
+fn cached_json(c: crate::read_cache::Cached) -> Response {
+    (
+        StatusCode::OK,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/json".parse().expect("valid"),
+            ),
+            (header::ETAG, etag(c.revision)),
+        ],
+        c.body,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -477,7 +504,10 @@ pub async fn update_version(
             &key,
             number,
             expected,
-            &VersionMeta { version_tag: b.version_tag.as_deref(), declared: declared.as_deref() },
+            &VersionMeta {
+                version_tag: b.version_tag.as_deref(),
+                declared: declared.as_deref(),
+            },
         )
         .await?;
     Ok(with_etag(StatusCode::OK, v.revision, VersionView::from(v)))
