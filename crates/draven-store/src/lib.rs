@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod environments;
 pub mod idempotency;
 pub mod identity;
+pub mod locks;
 pub mod migrate;
 pub mod registry;
 pub mod registry_release;

@@ -31,6 +31,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0002_registry.sqlite.sql"),
         postgres: include_str!("migrations/0002_registry.postgres.sql"),
     },
+    Migration {
+        version: 3,
+        name: "locks",
+        portable: include_str!("migrations/0003_locks.sql"),
+        sqlite: include_str!("migrations/0003_locks.sqlite.sql"),
+        postgres: include_str!("migrations/0003_locks.postgres.sql"),
+    },
 ];
 
 impl Migration {

@@ -32,7 +32,7 @@ async fn new_tenant(db: &Db, name: &str) -> String {
 async fn migrations_are_idempotent(db: TestDb) {
     let again = db.migrate().await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 2);
+    assert_eq!(again.current, 3);
 }
 
 async fn bootstrap_once_then_authenticate(db: TestDb) {
@@ -574,7 +574,161 @@ async fn idempotency_keys(db: TestDb) {
     );
 }
 
+fn lock_key<'a>(tenant: &'a str, env: &'a str) -> draven_store::locks::LockKey<'a> {
+    draven_store::locks::LockKey {
+        tenant_id: tenant,
+        project: "shop",
+        environment: env,
+    }
+}
+
+async fn environment_locks_are_leases(db: TestDb) {
+    use draven_store::locks::Acquire;
+    let t = new_tenant(&db, "acme").await;
+    let a = actor(&t);
+    let prod = lock_key(&t, "prod");
+    assert_eq!(
+        db.acquire_environment_lock(&a, prod, "job-1", "runner-a", 60_000)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    // Held: another job waits; the holder re-acquiring is a renewal.
+    match db
+        .acquire_environment_lock(&a, prod, "job-2", "runner-b", 60_000)
+        .await
+        .unwrap()
+    {
+        Acquire::HeldBy(l) => assert_eq!(
+            (l.holder_job.as_str(), l.holder.as_str()),
+            ("job-1", "runner-a")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        db.acquire_environment_lock(&a, prod, "job-1", "runner-a", 60_000)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    // Other environments and tenants are independent.
+    assert_eq!(
+        db.acquire_environment_lock(&a, lock_key(&t, "stage"), "job-3", "runner-b", 60_000)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    assert!(db
+        .renew_environment_lock(prod, "job-1", 60_000)
+        .await
+        .unwrap());
+    assert!(!db
+        .renew_environment_lock(prod, "job-2", 60_000)
+        .await
+        .unwrap());
+    // Release by a non-holder does nothing; by the holder frees it.
+    assert!(!db
+        .release_environment_lock(&a, prod, "job-2")
+        .await
+        .unwrap());
+    assert!(db
+        .release_environment_lock(&a, prod, "job-1")
+        .await
+        .unwrap());
+    assert_eq!(db.environment_lock(prod).await.unwrap(), None);
+    assert_eq!(
+        db.acquire_environment_lock(&a, prod, "job-2", "runner-b", 60_000)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    // Force unlock is audited with the holder it removed.
+    let removed = db
+        .force_unlock_environment(&a, prod, "runner host is gone")
+        .await
+        .unwrap();
+    assert_eq!(removed.holder_job, "job-2");
+    let trail = db
+        .list_audit(&AuditFilter {
+            tenant_id: Some(t.clone()),
+            action: Some("lock.force-unlock".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(trail.items[0].ref_name.as_deref(), Some("job-2"));
+    assert_eq!(trail.items[0].detail["reason"], "runner host is gone");
+    assert!(db
+        .force_unlock_environment(&a, prod, "again")
+        .await
+        .is_err());
+}
+
+async fn an_expired_lease_is_taken_over(db: TestDb) {
+    use draven_store::locks::Acquire;
+    let t = new_tenant(&db, "acme").await;
+    let a = actor(&t);
+    let prod = lock_key(&t, "prod");
+    assert_eq!(
+        db.acquire_environment_lock(&a, prod, "crashed-job", "dead-runner", 100)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert_eq!(
+        db.acquire_environment_lock(&a, prod, "next-job", "runner-b", 60_000)
+            .await
+            .unwrap(),
+        Acquire::Acquired
+    );
+    // The crashed holder's heartbeat now fails, so it knows to stop.
+    assert!(!db
+        .renew_environment_lock(prod, "crashed-job", 60_000)
+        .await
+        .unwrap());
+    let takeover = db
+        .list_audit(&AuditFilter {
+            tenant_id: Some(t.clone()),
+            action: Some("lock.takeover".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(takeover.items.len(), 1);
+    assert_eq!(
+        takeover.items[0].detail["expired_holder_job"],
+        "crashed-job"
+    );
+}
+
+async fn one_lock_holder_under_contention(db: TestDb) {
+    use draven_store::locks::Acquire;
+    let t = new_tenant(&db, "acme").await;
+    let mut tasks = vec![];
+    for i in 0..12 {
+        let db = db.db.clone();
+        let t = t.clone();
+        tasks.push(tokio::spawn(async move {
+            let a = actor(&t);
+            db.acquire_environment_lock(&a, lock_key(&t, "prod"), &format!("job-{i}"), "r", 60_000)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        if task.await.unwrap() == Acquire::Acquired {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
 draven_store::on_both_backends!(
+    environment_locks_are_leases,
+    an_expired_lease_is_taken_over,
+    one_lock_holder_under_contention,
     migrations_are_idempotent,
     bootstrap_once_then_authenticate,
     tokens_revoke_expire_and_disable,
