@@ -110,12 +110,12 @@ async fn tokens_revoke_expire_and_disable(db: TestDb) {
             &u.id,
             "short",
             None,
-            Some(draven_store::now_ms() + 300),
+            Some(draven_store::now_ms() + 1500),
         )
         .await
         .unwrap();
     assert!(db.authenticate(&short).await.unwrap().is_some());
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1600)).await;
     assert!(db.authenticate(&short).await.unwrap().is_none());
 }
 
