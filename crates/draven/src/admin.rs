@@ -34,6 +34,9 @@ enum AdminCommand {
     /// Role grants.
     #[command(subcommand)]
     Grants(GrantCmd),
+    /// Environments and their protection.
+    #[command(subcommand)]
+    Environments(EnvironmentCmd),
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
@@ -140,6 +143,40 @@ enum GrantCmd {
 }
 
 #[derive(Subcommand, Debug)]
+enum EnvironmentCmd {
+    Create {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Deploying to or approving on it needs a grant naming it.
+        #[arg(long)]
+        protected: bool,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Require grants naming this environment to deploy or approve.
+    Protect {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+    },
+    Unprotect {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+    },
+    Delete {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum AuditCmd {
     /// Check the whole hash chain; exits 1 if a record was changed or removed.
     Verify,
@@ -232,6 +269,7 @@ async fn dispatch(db: &Db, command: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Users(cmd) => users(db, cmd, &mut out).await?,
         AdminCommand::Tokens(cmd) => tokens(db, cmd, &mut out).await?,
         AdminCommand::Grants(cmd) => grants(db, cmd, &mut out).await?,
+        AdminCommand::Environments(cmd) => environments(db, cmd, &mut out).await?,
         AdminCommand::Audit(AuditCmd::Verify) => match domain(db.verify_audit().await)? {
             Verification::Intact { records, head } => {
                 writeln!(out, "audit trail intact: {records} records, head {head}")?;
@@ -486,5 +524,91 @@ async fn grants(db: &Db, cmd: GrantCmd, out: &mut impl Write) -> Result<()> {
             writeln!(out, "removed grant {id}")?;
         }
     }
+    Ok(())
+}
+
+async fn environments(db: &Db, cmd: EnvironmentCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        EnvironmentCmd::Create {
+            tenant,
+            name,
+            description,
+            protected,
+        } => {
+            let t = tenant_id(db, &tenant).await?;
+            let slug = Slug::parse("name", &name)?;
+            let e = domain(
+                db.create_environment(
+                    &cli_actor(Some(t.clone())),
+                    &t,
+                    &slug,
+                    &description,
+                    protected,
+                )
+                .await,
+            )?;
+            writeln!(
+                out,
+                "created environment {}{}",
+                e.name,
+                if e.protected { " (protected)" } else { "" }
+            )?;
+        }
+        EnvironmentCmd::List { tenant } => {
+            let t = tenant_id(db, &tenant).await?;
+            for e in domain(db.list_environments(&t).await)? {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}",
+                    e.name,
+                    if e.protected { "protected" } else { "-" },
+                    e.description
+                )?;
+            }
+        }
+        EnvironmentCmd::Protect { tenant, name } => {
+            set_protected(db, &tenant, &name, true, out).await?
+        }
+        EnvironmentCmd::Unprotect { tenant, name } => {
+            set_protected(db, &tenant, &name, false, out).await?
+        }
+        EnvironmentCmd::Delete { tenant, name } => {
+            let t = tenant_id(db, &tenant).await?;
+            domain(
+                db.delete_environment(&cli_actor(Some(t.clone())), &t, &name, None)
+                    .await,
+            )?;
+            writeln!(out, "deleted environment {name}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn set_protected(
+    db: &Db,
+    tenant: &str,
+    name: &str,
+    protected: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let t = tenant_id(db, tenant).await?;
+    let patch = draven_store::environments::EnvironmentPatch {
+        protected: Some(protected),
+        ..Default::default()
+    };
+    let e = domain(
+        db.update_environment(&cli_actor(Some(t.clone())), &t, name, None, &patch)
+            .await,
+    )?;
+    writeln!(
+        out,
+        "environment {} is {}",
+        e.name,
+        if e.protected {
+            "protected"
+        } else {
+            "unprotected"
+        }
+    )?;
     Ok(())
 }

@@ -456,6 +456,47 @@ async fn admin_cli_manages_identity_and_audit_verify_catches_tampering() {
     assert_ne!(code, 0);
     assert!(err.contains("tenant \"nope\""), "{err}");
 
+    let (code, out, err) = admin(
+        d,
+        &[
+            "environments",
+            "create",
+            "--tenant",
+            "acme",
+            "prod",
+            "--protected",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(protected)"));
+    assert_eq!(
+        admin(d, &["environments", "create", "--tenant", "acme", "stage"]).0,
+        0
+    );
+    assert_eq!(
+        admin(
+            d,
+            &["environments", "unprotect", "--tenant", "acme", "prod"]
+        )
+        .0,
+        0
+    );
+    assert_eq!(
+        admin(d, &["environments", "protect", "--tenant", "acme", "prod"]).0,
+        0
+    );
+    let (_, list, _) = admin(d, &["environments", "list", "--tenant", "acme"]);
+    assert!(
+        list.contains("prod\tprotected") && list.contains("stage\t-"),
+        "{list}"
+    );
+    let (code, _, err) = admin(
+        d,
+        &["environments", "create", "--tenant", "acme", "Bad Name"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("name"), "{err}");
+
     // The server sees what the CLI made.
     let server = Server::start(serve_in(d));
     assert_eq!(
@@ -476,10 +517,16 @@ async fn admin_cli_manages_identity_and_audit_verify_catches_tampering() {
         reqwest::Method::POST,
         &format!("{}/api/v1/environments", server.base),
         Some(&acme_admin),
-        Some(json!({"name": "prod"})),
+        Some(json!({"name": "demo"})),
     )
     .await;
     assert_eq!(status, 201);
+    let (status, prod) = get(
+        &format!("{}/api/v1/environments/prod", server.base),
+        Some(&bob),
+    )
+    .await;
+    assert_eq!((status, prod["protected"].as_bool()), (200, Some(true)));
     assert_eq!(server.stop(), 0);
 
     let (code, out, _) = admin(d, &["audit", "verify"]);
