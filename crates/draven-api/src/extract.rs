@@ -17,35 +17,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            });
-        if !is_json {
+        let raw = RawBody::from_request(req, state).await?;
+        let m = raw.media_type.as_str();
+        if m != "application/json" && !(m.starts_with("application/") && m.ends_with("+json")) {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "send the body as Content-Type: application/json",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    ErrorCode::PayloadTooLarge,
-                    "the request body exceeds the configured limit",
-                )
-            } else {
-                ApiError::new(
-                    ErrorCode::MalformedBody,
-                    "the request body could not be read",
-                )
-            }
-        })?;
-        parse_json(&bytes).map(Json).map_err(ApiError)
+        parse_json(&raw.bytes).map(Json).map_err(ApiError)
     }
 }
 
