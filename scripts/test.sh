@@ -27,6 +27,15 @@ except OSError:
 PY
 }
 
+# --- git and ssh-keygen (deploy tests make real repositories and SSH-signed tags) -------------
+for tool in git ssh-keygen; do
+  if ! command -v "$tool" >/dev/null; then
+    log "installing $tool"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq git openssh-client >/dev/null) ||
+      fail_or_warn "$tool is missing"
+  fi
+done
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 ensure_postgres() {
   [ "$(port_open 127.0.0.1 5432)" = open ] && return 0

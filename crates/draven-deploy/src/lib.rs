@@ -1,10 +1,13 @@
 //! The deploy domain's rules: the deploy job state machine and environment policies.
 //!
-//! Pure decisions, no I/O: which transitions a job may make, and whether a ref may be deployed
-//! to an environment right now (allowed branches, tags only, tag pattern, signed tags, freeze
-//! windows) and how many approvals it needs. The store records jobs and locks; providers,
-//! runner and API are built on these.
+//! `job` and `policy` are pure decisions: which transitions a job may make, and whether a ref
+//! may be deployed to an environment right now (allowed branches, tags only, tag pattern, signed
+//! tags, freeze windows) and how many approvals it needs. `git` is the one part that touches the
+//! outside world: it asks the repository (real `git`) which commit a ref names and whether a
+//! tag's signature verifies. The store records jobs and locks; providers, runner and API are
+//! built on these.
 
+pub mod git;
 pub mod job;
 pub mod policy;
 
