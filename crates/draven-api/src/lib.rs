@@ -65,6 +65,7 @@ pub struct AppState {
     pub db: Db,
     pub blobs: Blobs,
     pub registry: draven_registry::Registry,
+    pub deploys: draven_deploy::service::Deploys,
     pub kek: Arc<dyn KeyEncryptionKey>,
     pub config: Arc<ApiConfig>,
     pub draining: Draining,
@@ -83,6 +84,8 @@ pub struct Services {
     pub kek: Arc<dyn KeyEncryptionKey>,
     pub config: ApiConfig,
     pub draining: Draining,
+    /// Where bare repositories for tag-signature checks are kept.
+    pub git_cache: std::path::PathBuf,
 }
 
 /// Builds the whole HTTP application. Fails if a route's declared access rule is invalid.
@@ -93,6 +96,10 @@ pub fn app(services: Services) -> Result<Router, String> {
     let docs_html = docs::render(&doc);
     let state = AppState {
         registry: draven_registry::Registry::new(services.db.clone(), services.blobs.clone()),
+        deploys: draven_deploy::service::Deploys::new(
+            services.db.clone(),
+            services.git_cache.clone(),
+        ),
         db: services.db,
         blobs: services.blobs,
         kek: services.kek,

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod approval;
 pub mod error;
+pub mod job;
 pub mod names;
 pub mod trace;
 

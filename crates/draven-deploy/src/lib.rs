@@ -8,8 +8,10 @@
 //! built on these.
 
 pub mod git;
-pub mod job;
-pub mod policy;
 
-pub use job::{JobEvent, JobState};
+pub mod policy;
+pub mod service;
+pub mod testing;
+
+pub use draven_core::job::{JobEvent, JobState};
 pub use policy::{FreezeWindow, GitRef, Policy, PolicyDecision, Refusal};

@@ -62,16 +62,20 @@ impl GitRef {
 }
 
 /// A recurring window during which deploys are refused (an admin may override, audited).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FreezeWindow {
     /// 5-field cron in UTC: when a window starts, e.g. `0 18 * * FRI`.
     pub cron: String,
     pub duration_minutes: u32,
+    #[serde(default)]
     pub reason: String,
 }
 
 /// An environment's policy. The default allows any branch or tag, no approvals, no freeze.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Stored as JSON (this struct's serde form) in `project_environments.policy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Policy {
     /// Glob patterns (`main`, `release/*`); empty: any branch.
     pub allowed_branches: Vec<String>,

@@ -239,6 +239,16 @@ impl Db {
                 )
                 .await?;
             }
+            if a.subject_kind == "deploy" {
+                crate::deploy::decide_deploy_in(
+                    &mut tx,
+                    actor,
+                    tenant_id,
+                    &a.subject_id,
+                    next == ApprovalState::Approved,
+                )
+                .await?;
+            }
         }
         let updated = load(&mut tx, tenant_id, id).await?;
         tx.commit().await?;

@@ -10,6 +10,7 @@
 pub mod approvals;
 pub mod audit;
 pub mod crypto;
+pub mod deploy;
 pub mod environments;
 pub mod idempotency;
 pub mod identity;

@@ -38,6 +38,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0003_locks.sqlite.sql"),
         postgres: include_str!("migrations/0003_locks.postgres.sql"),
     },
+    Migration {
+        version: 4,
+        name: "deploy",
+        portable: include_str!("migrations/0004_deploy.sql"),
+        sqlite: include_str!("migrations/0004_deploy.sqlite.sql"),
+        postgres: include_str!("migrations/0004_deploy.postgres.sql"),
+    },
 ];
 
 impl Migration {

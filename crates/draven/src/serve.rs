@@ -162,6 +162,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             idempotency_ttl: config.idempotency_ttl,
         },
         draining: draining.clone(),
+        git_cache: config.data_dir.join("git-cache"),
     })
     .map_err(anyhow::Error::msg)?;
 

@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod deploy;
 pub mod environments;
 pub mod identity;
 pub mod registry;
@@ -34,6 +35,7 @@ use utoipa_axum::routes;
         (name = "audit", description = "The hash-chained audit trail"),
         (name = "registry", description = "Artifacts, versions, validation, bundles and publications"),
         (name = "approvals", description = "Approval requests and votes (two-person rule)"),
+        (name = "deploy", description = "Projects, environment policies and deploy jobs"),
     )
 )]
 struct ApiDoc;
@@ -122,6 +124,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(approvals::list_approvals))
         .routes(routes!(approvals::get_approval))
         .routes(routes!(approvals::vote))
+        .routes(routes!(deploy::list_projects, deploy::create_project))
+        .routes(routes!(deploy::get_project))
+        .routes(routes!(deploy::list_project_environments))
+        .routes(routes!(deploy::set_project_environment))
+        .routes(routes!(deploy::request_deploy))
+        .routes(routes!(deploy::list_deploys))
+        .routes(routes!(deploy::get_deploy))
+        .routes(routes!(deploy::cancel_deploy))
 }
 
 /// `?cursor=…&limit=…` on every list.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 const ADMIN: &str = "test-bootstrap-admin-token";
 
+mod deploy;
 mod registry;
 
 pub(crate) struct App {
@@ -19,6 +20,7 @@ pub(crate) struct App {
     db: TestDb,
     draining: Draining,
     blobs: draven_blob::testing::TestBlobs,
+    _git_cache: tempfile::TempDir,
 }
 
 pub(crate) struct Resp {
@@ -67,12 +69,14 @@ impl App {
         };
         blobs.blobs.init_probe().await.unwrap();
         let draining = Draining::default();
+        let git_cache = tempfile::tempdir().unwrap();
         let app = draven_api::app(Services {
             db: db.db.clone(),
             blobs: blobs.blobs.clone(),
             kek: Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap()),
             config,
             draining: draining.clone(),
+            git_cache: git_cache.path().to_owned(),
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -91,6 +95,7 @@ impl App {
             db,
             draining,
             blobs,
+            _git_cache: git_cache,
         }
     }
 

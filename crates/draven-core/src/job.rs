@@ -9,7 +9,7 @@
 //! any non-terminal state ──cancel──► CANCELLED
 //! ```
 
-use draven_core::{Error, ErrorCode};
+use crate::error::{Error, ErrorCode};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

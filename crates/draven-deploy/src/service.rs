@@ -1,0 +1,139 @@
+//! Deploy requests: from (project, environment, ref) to a job that is queued, awaiting
+//! approval, or rejected with the rule that refused it.
+//!
+//! The ref is resolved on the project's repository with real `git`, a tag's signature is
+//! verified when the policy wants signed tags, the policy decides, and the store records the
+//! job with its verdict in one transaction.
+
+use crate::git::{resolve, verify_tag, GitError};
+use crate::policy::{CheckInput, GitRef, Policy};
+use draven_core::{Error, ErrorCode};
+use draven_store::audit::Actor;
+use draven_store::deploy::{Job, NewJob, Project, Verdict};
+use draven_store::{Db, StoreError};
+use std::path::PathBuf;
+
+/// Default time a deploy may run.
+pub const DEFAULT_TIMEOUT_SECS: i64 = 30 * 60;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error(transparent)]
+    Domain(#[from] Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+impl From<DeployError> for Error {
+    fn from(e: DeployError) -> Error {
+        match e {
+            DeployError::Domain(d) => d,
+            DeployError::Store(s) => s.into(),
+            DeployError::Git(GitError::Domain(d)) => d,
+            DeployError::Git(g) => {
+                tracing::warn!(error = %g, "git failed");
+                Error::new(
+                    ErrorCode::Unavailable,
+                    format!("the repository could not be read: {g}"),
+                )
+            }
+        }
+    }
+}
+
+/// Who asks for a deploy.
+#[derive(Clone, Debug)]
+pub struct Requester<'a> {
+    pub actor: &'a Actor,
+    pub user_id: &'a str,
+    pub username: &'a str,
+    /// May override a freeze window (the caller checked the admin right).
+    pub override_freeze: bool,
+}
+
+pub fn parse_policy(json: &str) -> Result<Policy, Error> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::new(
+            ErrorCode::Internal,
+            format!("stored policy is unreadable: {e}"),
+        )
+    })
+}
+
+#[derive(Clone, Debug)]
+pub struct Deploys {
+    pub db: Db,
+    /// Bare repositories used to verify tag signatures.
+    pub git_cache: PathBuf,
+}
+
+impl Deploys {
+    pub fn new(db: Db, git_cache: PathBuf) -> Deploys {
+        Deploys { db, git_cache }
+    }
+
+    /// Requests a deploy of `ref_input` of `project` onto `environment`.
+    pub async fn request(
+        &self,
+        tenant_id: &str,
+        who: &Requester<'_>,
+        project: &Project,
+        environment: &str,
+        ref_input: &str,
+    ) -> Result<Job, DeployError> {
+        let env = self.db.project_environment(project, environment).await?;
+        let policy = parse_policy(&env.policy)?;
+        let resolved = resolve(&project.repo, ref_input).await?;
+        let signature = match (&resolved.git_ref, policy.signed_tags_only) {
+            (GitRef::Tag(t), true) => {
+                Some(verify_tag(&self.git_cache, &project.repo, t, &project.allowed_signers).await?)
+            }
+            _ => None,
+        };
+        let input = CheckInput {
+            git_ref: &resolved.git_ref,
+            now: chrono::Utc::now(),
+            tag_signature_verified: signature,
+            override_freeze: who.override_freeze,
+        };
+        let decision = policy.check(&input);
+        let note = match &decision {
+            Ok(d) if d.freeze_overridden => {
+                "policy passed; freeze window overridden by an administrator".to_owned()
+            }
+            Ok(d) if d.required_approvals > 0 => {
+                format!("policy passed; {} approval(s) needed", d.required_approvals)
+            }
+            _ => "policy passed".to_owned(),
+        };
+        let verdict = match &decision {
+            Ok(d) => Verdict::Allowed {
+                approvals: i64::from(d.required_approvals),
+                note: &note,
+            },
+            Err(r) => Verdict::Refused {
+                rule: r.rule,
+                reason: &r.message,
+            },
+        };
+        let ref_kind = match resolved.git_ref {
+            GitRef::Branch(_) => "branch",
+            GitRef::Tag(_) => "tag",
+        };
+        let new = NewJob {
+            project,
+            environment,
+            kind: "deploy",
+            ref_name: resolved.git_ref.name(),
+            ref_kind,
+            commit_sha: &resolved.commit_sha,
+            requested_by: who.user_id,
+            requested_by_name: who.username,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            verdict,
+        };
+        Ok(self.db.create_job(who.actor, tenant_id, &new).await?)
+    }
+}
