@@ -169,6 +169,24 @@ fn serde_urlencoded_de<T: DeserializeOwned>(query: &str) -> Result<T, String> {
         })
 }
 
+/// Path parameters, with a problem+json rejection (a version number that is not a number is a
+/// 404: no such version).
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(p) => Ok(Path(p.0)),
+            Err(rejection) => Err(ApiError(Error::new(
+                ErrorCode::NotFound,
+                format!("no such resource: {}", rejection.body_text()),
+            ))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,7 +90,8 @@ pub struct Services {
 
 /// Builds the whole HTTP application. Fails if a route's declared access rule is invalid.
 pub fn app(services: Services) -> Result<Router, String> {
-    let (router, doc) = routes::api().split_for_parts();
+    let (router, mut doc) = routes::api().split_for_parts();
+    routes::finish_document(&mut doc);
     let policy = authz::RoutePolicy::from_openapi(&doc)?;
     let openapi_json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     let docs_html = docs::render(&doc);
@@ -146,5 +147,7 @@ async fn retire_cached_reads(
 
 /// The OpenAPI document alone (for `draven openapi` and tests).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes::api().split_for_parts().1
+    let mut doc = routes::api().split_for_parts().1;
+    routes::finish_document(&mut doc);
+    doc
 }

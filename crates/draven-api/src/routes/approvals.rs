@@ -2,10 +2,10 @@
 
 use super::Page;
 use crate::authz::Auth;
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::problem::ApiResult;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use draven_core::approval::{ApprovalState, Verdict};
 use draven_core::{Action, Error, Target};
 use draven_store::approvals::{Approval, Ballot, VoteRecord};

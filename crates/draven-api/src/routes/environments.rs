@@ -2,10 +2,10 @@
 
 use crate::authz::Auth;
 use crate::etag::{etag, if_match};
-use crate::extract::Json;
+use crate::extract::{Json, Path};
 use crate::problem::ApiResult;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use draven_core::Slug;

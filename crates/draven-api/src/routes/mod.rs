@@ -59,7 +59,101 @@ impl Modify for BearerToken {
     }
 }
 
-/// Every route of the API, with its OpenAPI description.
+/// Documents the problem responses every operation can give besides its own: 401/403 on
+/// protected operations, 400/413/415/422 where a body is read, 422 where query parameters are
+/// parsed, 500/503 everywhere. Operations that document one of these keep their own text.
+pub struct StandardErrors;
+
+impl Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    crate::problem::PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let ops = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for op in ops.into_iter().flatten() {
+                // Error bodies are problem+json, whatever content type a handler's annotation
+                // defaulted to.
+                for (code, resp) in op.responses.responses.iter_mut() {
+                    if let (true, utoipa::openapi::RefOr::T(r)) =
+                        (code.starts_with('4') || code.starts_with('5'), resp)
+                    {
+                        if let Some(content) = r.content.shift_remove("application/json") {
+                            r.content
+                                .insert(crate::problem::PROBLEM_JSON.to_owned(), content);
+                        }
+                    }
+                }
+                let public = op.security.as_ref().is_some_and(|reqs| {
+                    reqs.iter().any(|r| {
+                        serde_json::to_value(r)
+                            .is_ok_and(|v| v.as_object().is_some_and(|o| o.is_empty()))
+                    })
+                });
+                let has_body = op.request_body.is_some();
+                let has_query = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query));
+                let has_path = op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Path));
+                let mut add = |code: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(code.to_owned())
+                        .or_insert_with(|| problem(description).into());
+                };
+                if !public {
+                    add("401", "No, unknown, expired or revoked token");
+                    add("403", "The token's grants or scopes do not allow this");
+                }
+                if has_body {
+                    add("400", "The body is not well-formed");
+                    add("413", "The body is too large");
+                    add("415", "The body's media type is not accepted");
+                    add("422", "A field is invalid (the problem names it)");
+                }
+                if has_path {
+                    add("404", "No such resource in your tenant");
+                }
+                if has_query {
+                    add("422", "A query parameter is invalid (the problem names it)");
+                }
+                add(
+                    "500",
+                    "Internal error (details in the server log under the request id)",
+                );
+                add(
+                    "503",
+                    "A dependency (database, object storage) is unavailable",
+                );
+            }
+        }
+    }
+}
+
+/// Every route of the API, with its OpenAPI description. Call [`finish_document`] on the
+/// document `split_for_parts` gives (modifiers on `ApiDoc` run before the routes exist).
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::healthz))
@@ -161,4 +255,9 @@ impl<T: ToSchema> Page<T> {
             next_cursor: page.next_cursor,
         }
     }
+}
+
+/// Completes the generated document: the standard problem responses of every operation.
+pub fn finish_document(doc: &mut utoipa::openapi::OpenApi) {
+    StandardErrors.modify(doc);
 }

@@ -4,11 +4,11 @@
 use super::{Page, PageQuery};
 use crate::authz::Auth;
 use crate::etag::{etag, if_match};
-use crate::extract::{Json, Query, RawBody};
+use crate::extract::{Json, Path, Query, RawBody};
 use crate::problem::{ApiError, ApiResult};
 use crate::AppState;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use draven_core::{Action, Error, ErrorCode, Target};

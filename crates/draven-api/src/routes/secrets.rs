@@ -2,10 +2,10 @@
 
 use super::{Page, PageQuery};
 use crate::authz::Auth;
-use crate::extract::{Json, Query};
+use crate::extract::{Json, Path, Query};
 use crate::problem::ApiResult;
 use crate::AppState;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use draven_core::Slug;
