@@ -507,3 +507,89 @@ pub async fn cancel_deploy(
             .into(),
     ))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LockView {
+    pub project: String,
+    pub environment: String,
+    /// The job holding the lock.
+    pub holder_job: String,
+    /// The runner or process holding it.
+    pub holder: String,
+    pub acquired_at: String,
+    /// When the lease lapses unless its holder renews it.
+    pub expires_at: String,
+}
+
+impl From<draven_store::locks::Lock> for LockView {
+    fn from(l: draven_store::locks::Lock) -> LockView {
+        LockView {
+            project: l.project,
+            environment: l.environment,
+            holder_job: l.holder_job,
+            holder: l.holder,
+            acquired_at: l.acquired_at,
+            expires_at: draven_store::rfc3339(l.expires_at_ms),
+        }
+    }
+}
+
+/// Who holds the environment's deploy lock (404 when nobody does).
+#[utoipa::path(get, path = "/api/v1/projects/{key}/environments/{environment}/lock", tag = "deploy", security(("token" = ["tenant:read"])),
+    params(("key" = String, Path), ("environment" = String, Path)),
+    responses((status = 200, body = LockView), (status = 404, body = crate::problem::Problem)))]
+pub async fn get_lock(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((key, environment)): Path<(String, String)>,
+) -> ApiResult<axum::Json<LockView>> {
+    let p = state.db.get_project(auth.tenant_id(), &key).await?;
+    let lock_key = draven_store::locks::LockKey {
+        tenant_id: auth.tenant_id(),
+        project: &p.key,
+        environment: &environment,
+    };
+    let lock = state
+        .db
+        .environment_lock(lock_key)
+        .await?
+        .ok_or_else(|| Error::not_found("lock"))?;
+    Ok(axum::Json(lock.into()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UnlockQuery {
+    /// Why (recorded in the audit trail).
+    pub reason: String,
+}
+
+/// Administrators: removes the environment's deploy lock whoever holds it (audited with the
+/// holder it removed and the reason).
+#[utoipa::path(delete, path = "/api/v1/projects/{key}/environments/{environment}/lock", tag = "deploy", security(("token" = ["tenant:admin"])),
+    params(("key" = String, Path), ("environment" = String, Path), UnlockQuery),
+    responses((status = 200, body = LockView), (status = 404, body = crate::problem::Problem)))]
+pub async fn force_unlock(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((key, environment)): Path<(String, String)>,
+    Query(q): Query<UnlockQuery>,
+) -> ApiResult<axum::Json<LockView>> {
+    if q.reason.trim().is_empty() || q.reason.len() > 500 {
+        return Err(Error::invalid("reason", "say why, in 1-500 characters").into());
+    }
+    let p = state.db.get_project(auth.tenant_id(), &key).await?;
+    let lock_key = draven_store::locks::LockKey {
+        tenant_id: auth.tenant_id(),
+        project: &p.key,
+        environment: &environment,
+    };
+    Ok(axum::Json(
+        state
+            .db
+            .force_unlock_environment(&auth.actor, lock_key, q.reason.trim())
+            .await?
+            .into(),
+    ))
+}

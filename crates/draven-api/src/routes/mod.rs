@@ -222,6 +222,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy::get_project))
         .routes(routes!(deploy::list_project_environments))
         .routes(routes!(deploy::set_project_environment))
+        .routes(routes!(deploy::get_lock, deploy::force_unlock))
         .routes(routes!(deploy::request_deploy))
         .routes(routes!(deploy::list_deploys))
         .routes(routes!(deploy::get_deploy))

@@ -378,7 +378,73 @@ async fn deploys_are_tenant_scoped(db: TestDb) {
     assert_eq!(r.problem(), ("validation-failed", Some("provider")));
 }
 
+async fn locks_are_visible_and_force_unlockable(db: TestDb) {
+    let app = App::start(db).await;
+    let f = fixture();
+    shop(&app, &f).await;
+    assert_eq!(
+        app.get("/api/v1/projects/shop/environments/prod/lock", ADMIN)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let tenant: String = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'default'")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    let key = draven_store::locks::LockKey {
+        tenant_id: &tenant,
+        project: "shop",
+        environment: "prod",
+    };
+    let actor = draven_store::audit::Actor::system();
+    app.db
+        .acquire_environment_lock(&actor, key, "job-1", "runner-a", 60_000)
+        .await
+        .unwrap();
+    let l = app
+        .get("/api/v1/projects/shop/environments/prod/lock", ADMIN)
+        .await;
+    assert_eq!(
+        (l.body["holder_job"].as_str(), l.body["holder"].as_str()),
+        (Some("job-1"), Some("runner-a"))
+    );
+    let dev = app.user_with("dev", "deployer", Some("shop"), None).await;
+    let path = "/api/v1/projects/shop/environments/prod/lock?reason=runner%20host%20died";
+    assert_eq!(
+        app.send(Method::DELETE, path, Some(&dev), None, &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app
+        .send(
+            Method::DELETE,
+            "/api/v1/projects/shop/environments/prod/lock?reason=",
+            Some(ADMIN),
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(r.problem(), ("validation-failed", Some("reason")));
+    let r = app.send(Method::DELETE, path, Some(ADMIN), None, &[]).await;
+    assert_eq!(
+        (r.status, r.body["holder_job"].as_str()),
+        (StatusCode::OK, Some("job-1"))
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/shop/environments/prod/lock", ADMIN)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let trail = app.audit("action=lock.force-unlock").await;
+    assert_eq!(trail[0]["detail"]["reason"], "runner host died");
+    assert_eq!(trail[0]["actor"], "user:admin");
+}
+
 draven_store::on_both_backends!(
+    locks_are_visible_and_force_unlockable,
     policies_decide_deploys,
     prod_needs_two_other_people,
     freeze_windows_and_their_override,
