@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// A runner's lease on a job's environment lock; runners heartbeat at a third of it.
+    pub runner_lease: Duration,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +43,7 @@ impl Default for ApiConfig {
         ApiConfig {
             max_body_bytes: 10 * 1024 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            runner_lease: Duration::from_secs(30),
         }
     }
 }

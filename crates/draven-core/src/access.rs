@@ -35,10 +35,12 @@ pub enum Action {
     ManageSecrets,
     /// Manage the tenant itself: users, tokens of others, grants, environments, audit.
     Administer,
+    /// Execute deploy jobs (the runner agent).
+    Run,
 }
 
 impl Action {
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::Read,
         Action::Write,
         Action::Deploy,
@@ -46,6 +48,7 @@ impl Action {
         Action::Invoke,
         Action::ManageSecrets,
         Action::Administer,
+        Action::Run,
     ];
 }
 
@@ -64,7 +67,7 @@ impl Role {
         match self {
             Role::Viewer => matches!(action, Read),
             Role::Editor => matches!(action, Read | Write | Invoke),
-            Role::Deployer => matches!(action, Read | Deploy | Invoke),
+            Role::Deployer => matches!(action, Read | Deploy | Invoke | Run),
             Role::Approver => matches!(action, Read | Approve),
             Role::Admin => true,
         }
@@ -107,16 +110,19 @@ pub enum TokenScope {
     Approve,
     Invoke,
     Admin,
+    /// Only what a runner agent does: take and execute deploy jobs.
+    Runner,
 }
 
 impl TokenScope {
-    pub const ALL: [TokenScope; 6] = [
+    pub const ALL: [TokenScope; 7] = [
         TokenScope::Read,
         TokenScope::Write,
         TokenScope::Deploy,
         TokenScope::Approve,
         TokenScope::Invoke,
         TokenScope::Admin,
+        TokenScope::Runner,
     ];
 
     pub fn covers(self, action: Action) -> bool {
@@ -127,6 +133,7 @@ impl TokenScope {
             TokenScope::Approve => action == Action::Approve,
             TokenScope::Invoke => action == Action::Invoke,
             TokenScope::Admin => true,
+            TokenScope::Runner => action == Action::Run,
         }
     }
 
@@ -138,6 +145,7 @@ impl TokenScope {
             TokenScope::Approve => "approve",
             TokenScope::Invoke => "invoke",
             TokenScope::Admin => "admin",
+            TokenScope::Runner => "runner",
         }
     }
 }
@@ -148,7 +156,7 @@ impl FromStr for TokenScope {
         TokenScope::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| Error::invalid("scopes", format!("unknown token scope {s:?}; expected read, write, deploy, approve, invoke or admin")))
+            .ok_or_else(|| Error::invalid("scopes", format!("unknown token scope {s:?}; expected read, write, deploy, approve, invoke, admin or runner")))
     }
 }
 
@@ -250,6 +258,7 @@ impl RouteRule {
                 "invoke" => Action::Invoke,
                 "secrets" => Action::ManageSecrets,
                 "admin" => Action::Administer,
+                "run" => Action::Run,
                 _ => return None,
             })
         };
@@ -387,7 +396,7 @@ mod tests {
         let expected: [(Role, &[Action]); 5] = [
             (Role::Viewer, &[Read]),
             (Role::Editor, &[Read, Write, Invoke]),
-            (Role::Deployer, &[Read, Deploy, Invoke]),
+            (Role::Deployer, &[Read, Deploy, Invoke, Run]),
             (Role::Approver, &[Read, Approve]),
             (Role::Admin, &Action::ALL),
         ];

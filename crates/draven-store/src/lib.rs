@@ -18,6 +18,7 @@ pub mod locks;
 pub mod migrate;
 pub mod registry;
 pub mod registry_release;
+pub mod runner;
 pub mod secrets;
 pub mod tenants;
 pub mod testing;

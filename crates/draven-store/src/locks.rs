@@ -49,6 +49,33 @@ fn lock(row: &AnyRow) -> Result<Lock> {
     })
 }
 
+/// The conditional upsert that takes a free or expired lease (or renews `job`'s own), inside
+/// the caller's transaction. `true` when `job` holds the lock afterwards.
+pub(crate) async fn try_lock_in(
+    tx: &mut crate::Tx,
+    key: LockKey<'_>,
+    job: &str,
+    holder: &str,
+    ttl_ms: i64,
+) -> Result<bool> {
+    let now = now_ms();
+    let done = sqlx::query(
+        "INSERT INTO environment_locks (tenant_id, project, environment, holder_job, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (tenant_id, project, environment) DO UPDATE SET holder_job = excluded.holder_job, holder = excluded.holder, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
+         WHERE environment_locks.expires_at < $6 OR environment_locks.holder_job = excluded.holder_job",
+    )
+    .bind(key.tenant_id)
+    .bind(key.project)
+    .bind(key.environment)
+    .bind(job)
+    .bind(holder)
+    .bind(now)
+    .bind(now + ttl_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 impl Db {
     /// Takes the lock for `job` (or renews it if `job` already holds it). An expired lease is
     /// taken over and the takeover audited.
@@ -61,23 +88,8 @@ impl Db {
         ttl_ms: i64,
     ) -> Result<Acquire> {
         let mut tx = self.begin().await?;
-        let now = now_ms();
         let previous = self.current_lock_in(&mut tx, key).await?;
-        let done = sqlx::query(
-            "INSERT INTO environment_locks (tenant_id, project, environment, holder_job, holder, acquired_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (tenant_id, project, environment) DO UPDATE SET holder_job = excluded.holder_job, holder = excluded.holder, acquired_at = excluded.acquired_at, expires_at = excluded.expires_at \
-             WHERE environment_locks.expires_at < $6 OR environment_locks.holder_job = excluded.holder_job",
-        )
-        .bind(key.tenant_id)
-        .bind(key.project)
-        .bind(key.environment)
-        .bind(job)
-        .bind(holder)
-        .bind(now)
-        .bind(now + ttl_ms)
-        .execute(&mut *tx)
-        .await?;
-        if done.rows_affected() == 0 {
+        if !try_lock_in(&mut tx, key, job, holder, ttl_ms).await? {
             let current = self
                 .current_lock_in(&mut tx, key)
                 .await?

@@ -45,6 +45,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0004_deploy.sqlite.sql"),
         postgres: include_str!("migrations/0004_deploy.postgres.sql"),
     },
+    Migration {
+        version: 5,
+        name: "runner",
+        portable: include_str!("migrations/0005_runner.sql"),
+        sqlite: include_str!("migrations/0005_runner.sqlite.sql"),
+        postgres: include_str!("migrations/0005_runner.postgres.sql"),
+    },
 ];
 
 impl Migration {

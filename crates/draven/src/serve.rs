@@ -100,6 +100,25 @@ fn spawn_orphan_sweeper(registry: draven_registry::Registry) {
     });
 }
 
+/// Fails running deploy jobs whose runner stopped heartbeating, every few seconds, so a dead
+/// runner never holds an environment.
+fn spawn_job_reaper(db: Db) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            match db
+                .reap_lost_jobs(&draven_store::audit::Actor::system())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(jobs = n, "failed deploy jobs whose runner was lost"),
+                Err(e) => tracing::warn!(error = %e, "job reaper failed"),
+            }
+        }
+    });
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -152,6 +171,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     }
 
     spawn_orphan_sweeper(draven_registry::Registry::new(db.clone(), blobs.clone()));
+    spawn_job_reaper(db.clone());
     let draining = Draining::default();
     let app = draven_api::app(Services {
         db: db.clone(),
@@ -160,6 +180,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config: ApiConfig {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
+            ..ApiConfig::default()
         },
         draining: draining.clone(),
         git_cache: config.data_dir.join("git-cache"),

@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod environments;
 pub mod identity;
 pub mod registry;
+pub mod runner;
 pub mod secrets;
 pub mod system;
 pub mod tenants;
@@ -36,6 +37,7 @@ use utoipa_axum::routes;
         (name = "registry", description = "Artifacts, versions, validation, bundles and publications"),
         (name = "approvals", description = "Approval requests and votes (two-person rule)"),
         (name = "deploy", description = "Projects, environment policies and deploy jobs"),
+        (name = "runner", description = "The runner agent: claim, heartbeat, logs, finish"),
     )
 )]
 struct ApiDoc;
@@ -227,6 +229,11 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy::list_deploys))
         .routes(routes!(deploy::get_deploy))
         .routes(routes!(deploy::cancel_deploy))
+        .routes(routes!(runner::claim))
+        .routes(routes!(runner::heartbeat))
+        .routes(routes!(runner::append_log))
+        .routes(routes!(runner::finish))
+        .routes(routes!(runner::job_log))
 }
 
 /// `?cursor=…&limit=…` on every list.

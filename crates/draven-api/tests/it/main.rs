@@ -13,6 +13,7 @@ const ADMIN: &str = "test-bootstrap-admin-token";
 
 mod deploy;
 mod registry;
+mod runner;
 
 pub(crate) struct App {
     base: String,

@@ -1,0 +1,302 @@
+//! The runner protocol over HTTP: claim in queue order under the environment lock, logs,
+//! heartbeats with cancel, finish (repeatable), and the reaper failing a job whose runner died.
+
+use super::{App, ADMIN};
+use draven_api::ApiConfig;
+use draven_deploy::testing::fixture;
+use draven_store::testing::TestDb;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+
+async fn runner_token(app: &App) -> String {
+    app.post("/api/v1/users", ADMIN, json!({"username": "runner-1"}))
+        .await;
+    app.post(
+        "/api/v1/grants",
+        ADMIN,
+        json!({"user": "runner-1", "role": "deployer"}),
+    )
+    .await;
+    let r = app
+        .post(
+            "/api/v1/users/runner-1/tokens",
+            ADMIN,
+            json!({"name": "agent", "scopes": ["runner"]}),
+        )
+        .await;
+    r.body["token"].as_str().unwrap().to_owned()
+}
+
+async fn runner_protocol(db: TestDb) {
+    let lease = Duration::from_millis(700);
+    let app = App::start_with(
+        db,
+        ApiConfig {
+            runner_lease: lease,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    app.send(
+        Method::PUT,
+        "/api/v1/projects/shop/environments/demo",
+        Some(ADMIN),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    let deploy = || {
+        app.post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "demo", "ref": "develop"}),
+        )
+    };
+    let a = deploy().await.body["id"].as_str().unwrap().to_owned();
+    let b = deploy().await.body["id"].as_str().unwrap().to_owned();
+    let runner = runner_token(&app).await;
+    // A runner token can do nothing else; other users cannot claim.
+    assert_eq!(
+        app.get("/api/v1/deploys", &runner).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let viewer = app.user_with("vic", "viewer", None, None).await;
+    assert_eq!(
+        app.post("/api/v1/runner/claim", &viewer, json!({"runner": "r1"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The oldest job starts; the next one of the same environment waits for the lock.
+    let c = app
+        .post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+        .await;
+    assert_eq!(c.status, StatusCode::OK, "{}", c.text);
+    assert_eq!(
+        (
+            c.body["job"]["id"].as_str(),
+            c.body["job"]["state"].as_str()
+        ),
+        (Some(a.as_str()), Some("RUNNING"))
+    );
+    assert_eq!(c.body["repo"], f.repo.as_str());
+    assert_eq!(c.body["job"]["commit_sha"], f.main_sha.as_str());
+    assert_eq!(
+        app.post("/api/v1/runner/claim", &runner, json!({"runner": "r2"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let lock = app
+        .get("/api/v1/projects/shop/environments/demo/lock", ADMIN)
+        .await;
+    assert_eq!(
+        (
+            lock.body["holder_job"].as_str(),
+            lock.body["holder"].as_str()
+        ),
+        (Some(a.as_str()), Some("r1"))
+    );
+
+    // Logs in order; only the holding runner may write them.
+    async fn log_call(
+        app: &App,
+        token: &str,
+        job: &str,
+        runner_name: &str,
+        stream: &str,
+        text: &str,
+    ) -> super::Resp {
+        let path = format!("/api/v1/runner/jobs/{job}/logs");
+        app.post(
+            &path,
+            token,
+            json!({"runner": runner_name, "stream": stream, "text": text}),
+        )
+        .await
+    }
+
+    assert_eq!(
+        log_call(&app, &runner, &a, "r1", "stdout", "deploying develop\n")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        log_call(&app, &runner, &a, "r1", "stderr", "a warning\n")
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        log_call(&app, &runner, &a, "r2", "stdout", "not mine\n")
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        log_call(&app, &runner, &a, "r1", "video", "x")
+            .await
+            .problem(),
+        ("validation-failed", Some("stream"))
+    );
+    let l = app.get(&format!("/api/v1/deploys/{a}/logs"), ADMIN).await;
+    let texts: Vec<&str> = l.body["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["deploying develop\n", "a warning\n"]);
+    assert_eq!(
+        (l.body["done"].as_bool(), l.body["next"].as_i64()),
+        (Some(false), Some(2))
+    );
+    assert!(app
+        .get(&format!("/api/v1/deploys/{a}/logs?after=2"), ADMIN)
+        .await
+        .body["chunks"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    let hb = app
+        .post(
+            &format!("/api/v1/runner/jobs/{a}/heartbeat"),
+            &runner,
+            json!({"runner": "r1"}),
+        )
+        .await;
+    assert_eq!(
+        (hb.body["state"].as_str(), hb.body["cancel"].as_bool()),
+        (Some("RUNNING"), Some(false))
+    );
+
+    // Finish frees the environment; the report can be repeated (a restarted runner).
+    async fn finish_call(app: &App, token: &str, job: &str, result: &str) -> super::Resp {
+        let path = format!("/api/v1/runner/jobs/{job}/finish");
+        app.post(
+            &path,
+            token,
+            json!({"runner": "r1", "result": result, "exit_code": 0}),
+        )
+        .await
+    }
+    let done = finish_call(&app, &runner, &a, "succeeded").await;
+    assert_eq!(done.body["state"], "SUCCEEDED", "{}", done.text);
+    let timeline: Vec<&str> = done.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(timeline, vec!["PENDING", "QUEUED", "RUNNING", "SUCCEEDED"]);
+    assert_eq!(
+        finish_call(&app, &runner, &a, "succeeded").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get(&format!("/api/v1/deploys/{a}/logs"), ADMIN)
+            .await
+            .body["done"],
+        true
+    );
+    assert_eq!(
+        log_call(&app, &runner, &a, "r1", "stdout", "late\n")
+            .await
+            .status,
+        StatusCode::CONFLICT
+    );
+
+    // Next in line; cancelled while it runs: the heartbeat says stop.
+    let c = app
+        .post(
+            "/api/v1/runner/claim",
+            &runner,
+            json!({"runner": "r1", "wait_secs": 1}),
+        )
+        .await;
+    assert_eq!(c.body["job"]["id"].as_str(), Some(b.as_str()));
+    app.post(&format!("/api/v1/deploys/{b}/cancel"), ADMIN, json!({}))
+        .await;
+    let hb = app
+        .post(
+            &format!("/api/v1/runner/jobs/{b}/heartbeat"),
+            &runner,
+            json!({"runner": "r1"}),
+        )
+        .await;
+    assert_eq!(hb.body["cancel"], true);
+    assert_eq!(
+        finish_call(&app, &runner, &b, "cancelled").await.body["state"],
+        "CANCELLED"
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/shop/environments/demo/lock", ADMIN)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A runner that dies: no heartbeat, the lease lapses, the job fails and the lock is free.
+    let c_id = deploy().await.body["id"].as_str().unwrap().to_owned();
+    let c = app
+        .post("/api/v1/runner/claim", &runner, json!({"runner": "doomed"}))
+        .await;
+    assert_eq!(c.body["job"]["id"].as_str(), Some(c_id.as_str()));
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    assert_eq!(
+        app.post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let j = app.get(&format!("/api/v1/deploys/{c_id}"), ADMIN).await;
+    assert_eq!(j.body["state"], "FAILED");
+    assert!(
+        j.body["timeline"].as_array().unwrap().last().unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .contains("runner lost")
+    );
+    assert_eq!(
+        app.get("/api/v1/projects/shop/environments/demo/lock", ADMIN)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let hb = app
+        .post(
+            &format!("/api/v1/runner/jobs/{c_id}/heartbeat"),
+            &runner,
+            json!({"runner": "doomed"}),
+        )
+        .await;
+    assert_eq!(
+        (hb.status, hb.body["state"].as_str()),
+        (StatusCode::OK, Some("FAILED")),
+        "the late runner learns the job is over"
+    );
+    assert_eq!(
+        app.post(
+            "/api/v1/runner/claim",
+            &runner,
+            json!({"runner": "r1", "wait_secs": 31})
+        )
+        .await
+        .problem(),
+        ("validation-failed", Some("wait_secs"))
+    );
+}
+
+draven_store::on_both_backends!(runner_protocol);

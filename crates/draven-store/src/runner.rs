@@ -1,0 +1,354 @@
+//! What the runner agent does with deploy jobs: claim the oldest queued job whose environment
+//! lock it can take, keep the lease with heartbeats, stream log lines, report the outcome. And
+//! the reaper: a running job whose lease lapsed (its runner died) fails and frees the lock.
+//!
+//! Each claim attempt is its own transaction (take the lease, then QUEUED → RUNNING), so two
+//! runners racing for one job cannot both start it: the second one's state change finds the
+//! job already RUNNING and rolls back.
+
+use crate::audit::Actor;
+use crate::deploy::{transition_in, Job};
+use crate::locks::{try_lock_in, LockKey};
+use crate::{now_ms, rfc3339, Db, Result};
+use draven_core::job::{JobEvent, JobState};
+use draven_core::{Error, ErrorCode};
+use sqlx::Row;
+
+/// Most bytes of log one job keeps; past this, lines are dropped and a marker says so.
+pub const MAX_LOG_BYTES: i64 = 16 * 1024 * 1024;
+
+/// A job handed to a runner, with what it needs to execute it.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    pub job: Job,
+    pub repo: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogChunk {
+    pub seq: i64,
+    pub at: String,
+    pub stream: String,
+    pub text: String,
+}
+
+/// How a runner says a job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl Outcome {
+    pub fn parse(s: &str) -> Option<Outcome> {
+        Some(match s {
+            "succeeded" => Outcome::Succeeded,
+            "failed" => Outcome::Failed,
+            "timed_out" => Outcome::TimedOut,
+            "cancelled" => Outcome::Cancelled,
+            _ => return None,
+        })
+    }
+
+    fn event(self) -> JobEvent {
+        match self {
+            Outcome::Succeeded => JobEvent::Finished { success: true },
+            Outcome::Failed => JobEvent::Finished { success: false },
+            Outcome::TimedOut => JobEvent::TimedOut,
+            Outcome::Cancelled => JobEvent::Cancel,
+        }
+    }
+}
+
+fn not_yours() -> Error {
+    Error::new(
+        ErrorCode::Conflict,
+        "this runner does not hold this job (its lease lapsed or another runner took it)",
+    )
+}
+
+impl Db {
+    /// Claims the oldest queued job of the tenant's `local` projects whose environment lock is
+    /// free, in queue order per environment. `None` when there is nothing to run.
+    pub async fn claim_job(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        runner: &str,
+        lease_ms: i64,
+    ) -> Result<Option<Claimed>> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.environment, p.project_key, p.repo FROM deploy_jobs j JOIN projects p ON p.id = j.project_id \
+             WHERE j.tenant_id = $1 AND j.state = 'QUEUED' AND p.provider = 'local' ORDER BY j.created_at, j.id LIMIT 100",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        let mut seen = std::collections::HashSet::new();
+        for r in rows {
+            let (id, env, project, repo): (String, String, String, String) = (
+                r.try_get("id")?,
+                r.try_get("environment")?,
+                r.try_get("project_key")?,
+                r.try_get("repo")?,
+            );
+            // Only the oldest queued job of an environment may start: later ones wait their turn.
+            if !seen.insert((project.clone(), env.clone())) {
+                continue;
+            }
+            let mut tx = self.begin().await?;
+            let key = LockKey {
+                tenant_id,
+                project: &project,
+                environment: &env,
+            };
+            if !try_lock_in(&mut tx, key, &id, runner, lease_ms).await? {
+                continue;
+            }
+            match transition_in(
+                &mut tx,
+                actor,
+                tenant_id,
+                &id,
+                JobEvent::Started,
+                &format!("started by runner {runner}"),
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(crate::StoreError::Domain(e)) if e.code == ErrorCode::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+            sqlx::query("UPDATE deploy_jobs SET runner = $1 WHERE id = $2")
+                .bind(runner)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let job = self.get_job(tenant_id, &id).await?;
+            return Ok(Some(Claimed { job, repo }));
+        }
+        Ok(None)
+    }
+
+    async fn running_job_of(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        runner: &str,
+    ) -> Result<(String, String, String)> {
+        let row = sqlx::query(
+            "SELECT j.state, j.environment, j.runner, p.project_key FROM deploy_jobs j JOIN projects p ON p.id = j.project_id WHERE j.tenant_id = $1 AND j.id = $2",
+        )
+        .bind(tenant_id)
+        .bind(job_id)
+        .fetch_optional(self.pool())
+        .await?
+        .ok_or_else(|| Error::not_found("deploy job"))?;
+        if row.try_get::<Option<String>, _>("runner")?.as_deref() != Some(runner) {
+            return Err(not_yours().into());
+        }
+        Ok((
+            row.try_get("state")?,
+            row.try_get("project_key")?,
+            row.try_get("environment")?,
+        ))
+    }
+
+    /// Renews the runner's lease on a job and tells it the job's state (CANCELLED: stop now).
+    pub async fn heartbeat_job(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        runner: &str,
+        lease_ms: i64,
+    ) -> Result<JobState> {
+        let (state, project, env) = self.running_job_of(tenant_id, job_id, runner).await?;
+        let state = JobState::parse(&state).unwrap_or(JobState::Failed);
+        if state == JobState::Running {
+            let key = LockKey {
+                tenant_id,
+                project: &project,
+                environment: &env,
+            };
+            if !self.renew_environment_lock(key, job_id, lease_ms).await? {
+                return Err(not_yours().into());
+            }
+        }
+        Ok(state)
+    }
+
+    /// Appends log text of a running job, in order.
+    pub async fn append_job_log(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        runner: &str,
+        stream: &str,
+        text: &str,
+    ) -> Result<()> {
+        let (state, _, _) = self.running_job_of(tenant_id, job_id, runner).await?;
+        if state != JobState::Running.as_str() {
+            return Err(Error::new(
+                ErrorCode::Conflict,
+                format!("the job is {state}; logs are taken while it runs"),
+            )
+            .into());
+        }
+        let mut tx = self.begin().await?;
+        let used: i64 = sqlx::query(
+            "SELECT COALESCE(SUM(LENGTH(text)), 0) AS n FROM job_logs WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("n")?;
+        let text = if used >= MAX_LOG_BYTES {
+            return Ok(());
+        } else if used + text.len() as i64 > MAX_LOG_BYTES {
+            "[draven: log limit reached; further output dropped]\n"
+        } else {
+            text
+        };
+        sqlx::query(
+            "INSERT INTO job_logs (job_id, seq, at, stream, text) VALUES ($1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM job_logs WHERE job_id = $1), $2, $3, $4)",
+        )
+        .bind(job_id)
+        .bind(now_ms())
+        .bind(stream)
+        .bind(text)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Log chunks after `after_seq`, in order.
+    pub async fn job_log(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LogChunk>> {
+        self.get_job(tenant_id, job_id).await?;
+        let rows = sqlx::query("SELECT seq, at, stream, text FROM job_logs WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(job_id)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LogChunk {
+                    seq: r.try_get("seq")?,
+                    at: rfc3339(r.try_get("at")?),
+                    stream: r.try_get("stream")?,
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Records how a job ended and frees its environment. Repeating the same report (a runner
+    /// that restarted before it heard the answer) is accepted.
+    pub async fn finish_job(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        job_id: &str,
+        runner: &str,
+        outcome: Outcome,
+        exit_code: Option<i64>,
+    ) -> Result<Job> {
+        let (state, project, env) = self.running_job_of(tenant_id, job_id, runner).await?;
+        let release = "DELETE FROM environment_locks WHERE tenant_id = $1 AND project = $2 AND environment = $3 AND holder_job = $4";
+        if JobState::parse(&state).is_some_and(JobState::is_terminal) {
+            // Already decided (a repeated report, or a job cancelled while it ran): just make
+            // sure the environment is free.
+            sqlx::query(release)
+                .bind(tenant_id)
+                .bind(&project)
+                .bind(&env)
+                .bind(job_id)
+                .execute(self.pool())
+                .await?;
+            return self.get_job(tenant_id, job_id).await;
+        }
+        let mut tx = self.begin().await?;
+        let message = match exit_code {
+            Some(c) => format!("deploy/run.sh exited with {c}"),
+            None => "no exit status".to_owned(),
+        };
+        transition_in(&mut tx, actor, tenant_id, job_id, outcome.event(), &message).await?;
+        sqlx::query("UPDATE deploy_jobs SET exit_code = $1 WHERE id = $2")
+            .bind(exit_code)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(release)
+            .bind(tenant_id)
+            .bind(&project)
+            .bind(&env)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.get_job(tenant_id, job_id).await
+    }
+
+    /// Fails running jobs whose lease lapsed (their runner is gone) and frees their locks.
+    /// Returns how many it reaped.
+    pub async fn reap_lost_jobs(&self, actor: &Actor) -> Result<usize> {
+        let now = now_ms();
+        let rows = sqlx::query(
+            "SELECT j.id, j.tenant_id, p.project_key, j.environment FROM deploy_jobs j JOIN projects p ON p.id = j.project_id \
+             LEFT JOIN environment_locks l ON l.tenant_id = j.tenant_id AND l.project = p.project_key AND l.environment = j.environment AND l.holder_job = j.id \
+             WHERE j.state = 'RUNNING' AND (l.holder_job IS NULL OR l.expires_at < $1)",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?;
+        let mut reaped = 0;
+        for r in rows {
+            let (id, tenant, project, env): (String, String, String, String) = (
+                r.try_get("id")?,
+                r.try_get("tenant_id")?,
+                r.try_get("project_key")?,
+                r.try_get("environment")?,
+            );
+            let mut tx = self.begin().await?;
+            let actor = Actor {
+                tenant_id: Some(tenant.clone()),
+                ..actor.clone()
+            };
+            match transition_in(
+                &mut tx,
+                &actor,
+                &tenant,
+                &id,
+                JobEvent::Finished { success: false },
+                "runner lost: its lease lapsed without a heartbeat",
+            )
+            .await
+            {
+                Ok(_) => {}
+                Err(crate::StoreError::Domain(e)) if e.code == ErrorCode::Conflict => continue,
+                Err(e) => return Err(e),
+            }
+            sqlx::query("DELETE FROM environment_locks WHERE tenant_id = $1 AND project = $2 AND environment = $3 AND holder_job = $4 AND expires_at < $5")
+                .bind(&tenant)
+                .bind(&project)
+                .bind(&env)
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            reaped += 1;
+        }
+        Ok(reaped)
+    }
+}
