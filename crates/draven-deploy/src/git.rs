@@ -36,7 +36,9 @@ pub struct Resolved {
     pub commit_sha: String,
 }
 
-async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
+/// Runs git in `dir` (or the current directory) with the hardened environment and the timeout;
+/// its standard output, or the failure with its standard error.
+pub async fn git(dir: Option<&Path>, args: &[&str]) -> Result<String, GitError> {
     let mut cmd = Command::new("git");
     if let Some(d) = dir {
         cmd.current_dir(d);

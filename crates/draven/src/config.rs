@@ -69,6 +69,26 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after the listener closes [default: 30]
     #[arg(long, env = "DRAVEN_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Seconds a runner's lease on a running job lasts without a heartbeat [default: 30]
+    #[arg(long, env = "DRAVEN_RUNNER_LEASE_SECS")]
+    pub runner_lease_secs: Option<u64>,
+}
+
+/// Flags of `draven runner`.
+#[derive(Args, Debug, Clone)]
+pub struct RunnerArgs {
+    /// The Draven server's URL
+    #[arg(long, env = "DRAVEN_SERVER")]
+    pub server: String,
+    /// A token allowed to run jobs (narrow it with the `runner` scope)
+    #[arg(long, env = "DRAVEN_RUNNER_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// This runner's name (a-z, 0-9, '-')
+    #[arg(long, env = "DRAVEN_RUNNER_NAME", default_value = "runner")]
+    pub name: String,
+    /// Where checkouts and the runner's state live
+    #[arg(long, env = "DRAVEN_RUNNER_WORK_DIR", default_value = "./runner-work")]
+    pub work_dir: PathBuf,
 }
 
 /// The TOML file: every key optional, unknown keys refused.
@@ -88,6 +108,7 @@ pub struct FileConfig {
     pub idempotency_ttl_secs: Option<u64>,
     pub shutdown_delay_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
+    pub runner_lease_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -106,6 +127,7 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    pub runner_lease: Duration,
 }
 
 /// Every `DRAVEN_*` variable Draven reads; others are warned about (likely typos).
@@ -124,6 +146,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_IDEMPOTENCY_TTL_SECS",
     "DRAVEN_SHUTDOWN_DELAY_SECS",
     "DRAVEN_SHUTDOWN_GRACE_SECS",
+    "DRAVEN_RUNNER_LEASE_SECS",
+    "DRAVEN_SERVER",
+    "DRAVEN_RUNNER_TOKEN",
+    "DRAVEN_RUNNER_NAME",
+    "DRAVEN_RUNNER_WORK_DIR",
     // Read by the test suite, not the server.
     "DRAVEN_TEST_DATABASE_URL",
     "DRAVEN_TEST_S3_ENDPOINT",
@@ -230,6 +257,12 @@ impl Config {
                 args.shutdown_grace_secs
                     .or(file.shutdown_grace_secs)
                     .unwrap_or(30),
+            ),
+            runner_lease: Duration::from_secs(
+                args.runner_lease_secs
+                    .or(file.runner_lease_secs)
+                    .unwrap_or(30)
+                    .max(1),
             ),
         })
     }

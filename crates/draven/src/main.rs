@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// Run the server (API, and later UI, deploy engine and function gateway).
     Serve(config::ServeArgs),
+    /// Run deploy jobs for a Draven server (the self-hosted runner agent).
+    Runner(config::RunnerArgs),
     /// Apply pending database migrations and exit.
     Migrate(config::StoreArgs),
     /// Administer tenants, users, tokens, grants and the audit trail directly in the database.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Runner(args) => serve::runner(args).await,
             Command::Migrate(store) => serve::migrate(store).await,
             Command::Admin(args) => admin::run(args).await,
             Command::Openapi => {

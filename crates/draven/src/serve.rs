@@ -119,6 +119,21 @@ fn spawn_job_reaper(db: Db) {
     });
 }
 
+/// `draven runner`: the agent loop until SIGTERM/SIGINT (a job in progress is finished first).
+pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
+    init_logging(LogFormat::Json, "info");
+    draven_core::Slug::parse("name", &args.name)?;
+    let config = draven_runner::RunnerConfig {
+        server: args.server,
+        token: args.token,
+        name: args.name,
+        work_dir: args.work_dir,
+    };
+    tracing::info!(server = %config.server, name = %config.name, "runner started");
+    draven_runner::run(config, wait_for_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -180,7 +195,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config: ApiConfig {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
-            ..ApiConfig::default()
+            runner_lease: config.runner_lease,
         },
         draining: draining.clone(),
         git_cache: config.data_dir.join("git-cache"),

@@ -696,3 +696,236 @@ fn every_module_starts_with_a_doc_paragraph() {
         "files without a //! doc paragraph: {missing:?}"
     );
 }
+
+/// A git repository made from `examples/shop`: branch `develop`, and branch `slow` whose deploy
+/// sleeps (to cancel it, or to kill its runner mid-job).
+fn shop_repository(dir: &Path) -> String {
+    let repo = dir.join("shop");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop");
+    std::fs::create_dir_all(repo.join("deploy")).unwrap();
+    for f in ["README.md", "deploy/run.sh"] {
+        std::fs::copy(examples.join(f), repo.join(f)).unwrap();
+    }
+    let git = |args: &[&str]| {
+        let out = Command::new("git")
+            .args(args)
+            .current_dir(&repo)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_AUTHOR_NAME", "Ann")
+            .env("GIT_AUTHOR_EMAIL", "ann@example.com")
+            .env("GIT_COMMITTER_NAME", "Ann")
+            .env("GIT_COMMITTER_EMAIL", "ann@example.com")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    git(&["init", "--quiet", "-b", "main"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "shop"]);
+    git(&["branch", "develop"]);
+    git(&["checkout", "--quiet", "-b", "slow"]);
+    std::fs::write(repo.join("deploy/sleep"), "30").unwrap();
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "slow deploy"]);
+    git(&["checkout", "--quiet", "main"]);
+    repo.display().to_string()
+}
+
+async fn wait_for_state(base: &str, token: &str, job: &str, want: &str, secs: u64) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..secs * 10 {
+        let (_, j) = get(&format!("{base}/api/v1/deploys/{job}"), Some(token)).await;
+        if j["state"] == want {
+            return j;
+        }
+        last = j;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("job {job} did not reach {want} in {secs} s: {last}");
+}
+
+fn start_runner(base: &str, token: &str, work: &Path) -> Child {
+    let mut cmd = draven(&[
+        "runner",
+        "--server",
+        base,
+        "--token",
+        token,
+        "--name",
+        "r1",
+        "--work-dir",
+        work.to_str().unwrap(),
+    ]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    cmd.spawn().unwrap()
+}
+
+/// The whole path with real processes: server, runner, git, deploy/run.sh; cancel kills the
+/// script; a runner killed mid-job loses its job (FAILED) and frees the environment.
+#[tokio::test]
+async fn runner_deploys_the_example_repository() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shop_repository(dir.path());
+    let admin_token = "runner-e2e-admin-token-0001";
+    let mut cmd = serve_in(&dir.path().join("data"));
+    cmd.args(["--runner-lease-secs", "2"])
+        .env("DRAVEN_BOOTSTRAP_TOKEN", admin_token);
+    let server = Server::start(cmd);
+    let base = server.base.clone();
+    let post = |path: String, body: Value| {
+        let base = base.clone();
+        async move {
+            call(
+                reqwest::Method::POST,
+                &format!("{base}{path}"),
+                Some(admin_token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        post("/api/v1/environments".into(), json!({"name": "demo"}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        post(
+            "/api/v1/projects".into(),
+            json!({"key": "shop", "provider": "local", "repo": repo})
+        )
+        .await
+        .0,
+        201
+    );
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/projects/shop/environments/demo"),
+        Some(admin_token),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    post("/api/v1/users".into(), json!({"username": "agent"})).await;
+    post(
+        "/api/v1/grants".into(),
+        json!({"user": "agent", "role": "deployer"}),
+    )
+    .await;
+    let (_, t) = post(
+        "/api/v1/users/agent/tokens".into(),
+        json!({"name": "r1", "scopes": ["runner"]}),
+    )
+    .await;
+    let runner_token = t["token"].as_str().unwrap().to_owned();
+    let work = dir.path().join("runner");
+    let mut runner = start_runner(&base, &runner_token, &work);
+
+    // A deploy runs deploy/run.sh at the resolved commit with ENV, REF and JOB_ID.
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "demo", "ref": "develop"}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = wait_for_state(&base, admin_token, &id, "SUCCEEDED", 60).await;
+    assert_eq!(done["exit_code"], 0);
+    let (_, log) = get(
+        &format!("{base}/api/v1/deploys/{id}/logs"),
+        Some(admin_token),
+    )
+    .await;
+    let text: String = log["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    let sha = job["commit_sha"].as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "shop: deploying develop ({sha}) to demo as job {id}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("a warning on stderr") && text.contains("shop: done"),
+        "{text}"
+    );
+    assert!(log["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["stream"] == "stderr"));
+
+    // Cancel while it runs: the script's process group is killed.
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "demo", "ref": "slow"}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_state(&base, admin_token, &id, "RUNNING", 30).await;
+    post(format!("/api/v1/deploys/{id}/cancel"), json!({})).await;
+    wait_for_state(&base, admin_token, &id, "CANCELLED", 5).await;
+    // The lock stays until the runner has stopped the script and reported.
+    let lock_url = format!("{base}/api/v1/projects/shop/environments/demo/lock");
+    let mut freed = false;
+    for _ in 0..100 {
+        if get(&lock_url, Some(admin_token)).await.0 == 404 {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        freed,
+        "cancel frees the environment once the runner stops the script"
+    );
+
+    // A runner killed mid-job: its lease lapses, the job fails, the environment is free.
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "demo", "ref": "slow"}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    wait_for_state(&base, admin_token, &id, "RUNNING", 30).await;
+    unsafe { libc::kill(runner.id() as i32, libc::SIGKILL) };
+    runner.wait().unwrap();
+    let failed = wait_for_state(&base, admin_token, &id, "FAILED", 20).await;
+    let last = failed["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["message"].as_str().unwrap().contains("runner lost"),
+        "{last}"
+    );
+
+    // A new runner takes the next job.
+    let mut runner = start_runner(&base, &runner_token, &work);
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "demo", "ref": "develop"}),
+    )
+    .await;
+    wait_for_state(
+        &base,
+        admin_token,
+        job["id"].as_str().unwrap(),
+        "SUCCEEDED",
+        60,
+    )
+    .await;
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    runner.wait().unwrap();
+    assert_eq!(server.stop(), 0);
+}
