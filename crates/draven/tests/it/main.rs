@@ -929,3 +929,134 @@ async fn runner_deploys_the_example_repository() {
     runner.wait().unwrap();
     assert_eq!(server.stop(), 0);
 }
+
+/// Two `draven serve` processes on one PostgreSQL database: runners claiming through either
+/// never run two jobs of one environment at once, and queue order holds.
+#[tokio::test]
+async fn two_servers_share_the_environment_locks() {
+    let Some(db_url) = draven_store::testing::postgres_url().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shop_repository(dir.path());
+    let admin = "two-servers-admin-token-0001";
+    let start = |name: &str| {
+        let mut cmd = draven(&["serve"]);
+        cmd.env("DRAVEN_LISTEN", "127.0.0.1:0")
+            .env("DRAVEN_DATA_DIR", dir.path().join(name))
+            .env("DRAVEN_DATABASE_URL", &db_url)
+            .env("DRAVEN_MASTER_KEY", "cd".repeat(32))
+            .env("DRAVEN_BOOTSTRAP_TOKEN", admin);
+        Server::start(cmd)
+    };
+    let a = start("a");
+    let b = start("b");
+    let post = |base: String, path: &'static str, body: Value, token: String| async move {
+        call(
+            reqwest::Method::POST,
+            &format!("{base}{path}"),
+            Some(&token),
+            Some(body),
+        )
+        .await
+    };
+    let admin_s = admin.to_string();
+    for env in ["e1", "e2", "e3"] {
+        assert_eq!(
+            post(
+                a.base.clone(),
+                "/api/v1/environments",
+                json!({"name": env}),
+                admin_s.clone()
+            )
+            .await
+            .0,
+            201
+        );
+    }
+    post(
+        b.base.clone(),
+        "/api/v1/projects",
+        json!({"key": "shop", "provider": "local", "repo": repo}),
+        admin_s.clone(),
+    )
+    .await;
+    for env in ["e1", "e2", "e3"] {
+        let (s, _) = call(
+            reqwest::Method::PUT,
+            &format!("{}/api/v1/projects/shop/environments/{env}", a.base),
+            Some(admin),
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    let mut first_of = std::collections::HashMap::new();
+    for round in 0..2 {
+        for env in ["e1", "e2", "e3"] {
+            let base = if round == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            let (_, j) = post(
+                base,
+                "/api/v1/projects/shop/deploys",
+                json!({"environment": env, "ref": "develop"}),
+                admin_s.clone(),
+            )
+            .await;
+            assert_eq!(j["state"], "QUEUED", "{j}");
+            first_of
+                .entry(env)
+                .or_insert_with(|| j["id"].as_str().unwrap().to_owned());
+        }
+    }
+    // Eight runners claim at once, half through each server.
+    let mut claims = vec![];
+    for i in 0..8 {
+        let base = if i % 2 == 0 {
+            a.base.clone()
+        } else {
+            b.base.clone()
+        };
+        claims.push(tokio::spawn(post(
+            base,
+            "/api/v1/runner/claim",
+            json!({"runner": format!("r{i}")}),
+            admin_s.clone(),
+        )));
+    }
+    let mut running = vec![];
+    for c in claims {
+        let (status, body) = c.await.unwrap();
+        if status == 200 {
+            running.push((
+                body["job"]["environment"].as_str().unwrap().to_owned(),
+                body["job"]["id"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    let mut envs: Vec<&str> = running.iter().map(|(e, _)| e.as_str()).collect();
+    envs.sort_unstable();
+    assert_eq!(
+        envs,
+        vec!["e1", "e2", "e3"],
+        "one job per environment, whichever server was asked"
+    );
+    for (env, id) in &running {
+        assert_eq!(
+            first_of[env.as_str()],
+            *id,
+            "the oldest job of {env} runs first"
+        );
+    }
+    let (_, list) = get(
+        &format!("{}/api/v1/deploys?state=RUNNING", b.base),
+        Some(admin),
+    )
+    .await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert_eq!(a.stop(), 0);
+    assert_eq!(b.stop(), 0);
+}
