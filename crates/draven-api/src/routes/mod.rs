@@ -234,6 +234,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(runner::append_log))
         .routes(routes!(runner::finish))
         .routes(routes!(runner::job_log))
+        .routes(routes!(runner::stream_log))
 }
 
 /// `?cursor=…&limit=…` on every list.

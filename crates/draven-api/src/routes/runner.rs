@@ -254,3 +254,79 @@ pub async fn job_log(
         done,
     }))
 }
+
+/// Follows a job's log live as server-sent events: `log` events (`{seq, stream, text}`, the
+/// event id is `seq`, so a reconnect with `Last-Event-ID` resumes), a `state` event when the
+/// job's state changes, and `end` once the job is over and all its output was sent.
+#[utoipa::path(get, path = "/api/v1/deploys/{id}/logs/stream", tag = "deploy", security(("token" = ["tenant:read"])),
+    params(("id" = String, Path), ("Last-Event-ID" = Option<String>, Header, description = "resume after this log sequence number")),
+    responses((status = 200, content_type = "text/event-stream"), (status = 404, body = crate::problem::Problem)))]
+pub async fn stream_log(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let tenant = auth.tenant_id().to_owned();
+    state.db.get_job(&tenant, &id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    struct Cursor {
+        after: i64,
+        last_state: String,
+        ended: bool,
+    }
+    let start = Cursor {
+        after,
+        last_state: String::new(),
+        ended: false,
+    };
+    let db = state.db.clone();
+    let stream = futures::stream::unfold(start, move |mut c| {
+        let db = db.clone();
+        let tenant = tenant.clone();
+        let id = id.clone();
+        async move {
+            if c.ended {
+                return None;
+            }
+            loop {
+                let job = db.get_job(&tenant, &id).await.ok()?;
+                let chunks = db.job_log(&tenant, &id, c.after, 500).await.ok()?;
+                let mut events: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
+                if job.state != c.last_state {
+                    c.last_state = job.state.clone();
+                    events.push(Ok(Event::default().event("state").data(job.state.clone())));
+                }
+                for ch in &chunks {
+                    c.after = ch.seq;
+                    let data =
+                        serde_json::json!({"seq": ch.seq, "stream": ch.stream, "text": ch.text})
+                            .to_string();
+                    events.push(Ok(Event::default()
+                        .event("log")
+                        .id(ch.seq.to_string())
+                        .data(data)));
+                }
+                let over = JobState::parse(&job.state).is_some_and(JobState::is_terminal)
+                    && chunks.len() < 500;
+                if over {
+                    events.push(Ok(Event::default().event("end").data(job.state)));
+                    c.ended = true;
+                }
+                if !events.is_empty() {
+                    return Some((futures::stream::iter(events), c));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(stream.flatten())
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

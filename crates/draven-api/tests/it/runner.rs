@@ -299,4 +299,106 @@ async fn runner_protocol(db: TestDb) {
     );
 }
 
-draven_store::on_both_backends!(runner_protocol);
+async fn live_log_stream(db: TestDb) {
+    use futures::StreamExt;
+    let app = App::start(db).await;
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    app.send(
+        Method::PUT,
+        "/api/v1/projects/shop/environments/demo",
+        Some(ADMIN),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    let id = app
+        .post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "demo", "ref": "develop"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runner = runner_token(&app).await;
+    app.post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+        .await;
+    // Follow the log while the job runs.
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/deploys/{id}/logs/stream", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let reader = tokio::spawn(async move {
+        let mut body = String::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            body.push_str(&String::from_utf8_lossy(&chunk));
+            if body.contains("event: end") {
+                break;
+            }
+        }
+        body
+    });
+    for line in ["step 1\n", "step 2\n"] {
+        let r = app
+            .post(
+                &format!("/api/v1/runner/jobs/{id}/logs"),
+                &runner,
+                json!({"runner": "r1", "stream": "stdout", "text": line}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    app.post(
+        &format!("/api/v1/runner/jobs/{id}/finish"),
+        &runner,
+        json!({"runner": "r1", "result": "succeeded", "exit_code": 0}),
+    )
+    .await;
+    let body = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends with the job")
+        .unwrap();
+    let step1 = body.find("step 1").expect("first line streamed");
+    let step2 = body.find("step 2").expect("second line streamed");
+    assert!(step1 < step2);
+    assert!(
+        body.contains("event: state\ndata: RUNNING")
+            && body.contains("event: end\ndata: SUCCEEDED"),
+        "{body}"
+    );
+    assert!(body.contains("id: 2"));
+    // Resuming after the first chunk replays only what follows.
+    let resumed = app
+        .http
+        .get(format!("{}/api/v1/deploys/{id}/logs/stream", app.base))
+        .bearer_auth(ADMIN)
+        .header("last-event-id", "1")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !resumed.contains("step 1") && resumed.contains("step 2"),
+        "{resumed}"
+    );
+}
+
+draven_store::on_both_backends!(runner_protocol, live_log_stream);
