@@ -70,6 +70,69 @@ pub struct Deploys {
 }
 
 impl Deploys {
+    /// Requests a rollback of `environment`: a job of kind `rollback` for the ref and commit of
+    /// the successful deploy before the latest one. The runner runs the `rollback` task at that
+    /// commit. The ref was allowed when it was deployed, so only approvals and freeze windows of
+    /// today's policy apply.
+    pub async fn rollback(
+        &self,
+        tenant_id: &str,
+        who: &Requester<'_>,
+        project: &Project,
+        environment: &str,
+    ) -> Result<Job, DeployError> {
+        let env = self.db.project_environment(project, environment).await?;
+        let policy = parse_policy(&env.policy)?;
+        let Some(target) = self
+            .db
+            .rollback_target(tenant_id, project, environment)
+            .await?
+        else {
+            return Err(Error::conflict(format!(
+                "{environment} has no earlier successful deploy to roll back to"
+            ))
+            .into());
+        };
+        let freeze = policy
+            .active_freeze(chrono::Utc::now())
+            .filter(|_| !who.override_freeze);
+        let reason;
+        let note = format!(
+            "rollback to {} ({}) of job {}",
+            target.ref_name, target.commit_sha, target.id
+        );
+        let verdict = match freeze {
+            Some((w, end)) => {
+                reason = format!(
+                    "the environment is frozen until {} ({})",
+                    end.to_rfc3339(),
+                    w.reason
+                );
+                Verdict::Refused {
+                    rule: "policy-freeze-window",
+                    reason: &reason,
+                }
+            }
+            None => Verdict::Allowed {
+                approvals: i64::from(policy.required_approvals),
+                note: &note,
+            },
+        };
+        let new = NewJob {
+            project,
+            environment,
+            kind: "rollback",
+            ref_name: &target.ref_name,
+            ref_kind: &target.ref_kind,
+            commit_sha: &target.commit_sha,
+            requested_by: who.user_id,
+            requested_by_name: who.username,
+            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            verdict,
+        };
+        Ok(self.db.create_job(who.actor, tenant_id, &new).await?)
+    }
+
     pub fn new(db: Db, git_cache: PathBuf) -> Deploys {
         Deploys { db, git_cache }
     }

@@ -43,6 +43,8 @@ struct ClaimedJob {
 #[derive(Debug, Deserialize)]
 struct JobInfo {
     id: String,
+    /// `deploy` or `rollback`: the task run.sh is given.
+    kind: String,
     project: String,
     environment: String,
     #[serde(rename = "ref")]
@@ -224,8 +226,13 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
         }
     };
     let mut cmd = tokio::process::Command::new("bash");
+    let task = if claimed.job.kind == "rollback" {
+        "rollback"
+    } else {
+        "deploy"
+    };
     cmd.arg("deploy/run.sh")
-        .arg("deploy")
+        .arg(task)
         .current_dir(&dir)
         .env("ENV", &claimed.job.environment)
         .env("REF", &claimed.job.ref_name)

@@ -576,6 +576,29 @@ impl Db {
         Ok(paginate(items, limit, |j| j.id.clone()))
     }
 
+    /// The successful deploy before the latest successful one of (project, environment): what a
+    /// rollback goes back to. `None` when there is no such earlier success.
+    pub async fn rollback_target(
+        &self,
+        tenant_id: &str,
+        project: &Project,
+        environment: &str,
+    ) -> Result<Option<Job>> {
+        let rows = sqlx::query(&format!(
+            "{JOB_SELECT} WHERE j.tenant_id = $1 AND j.project_id = $2 AND j.environment = $3 AND j.state = 'SUCCEEDED' ORDER BY j.finished_at DESC, j.id DESC LIMIT 2"
+        ))
+        .bind(tenant_id)
+        .bind(&project.id)
+        .bind(environment)
+        .fetch_all(self.pool())
+        .await?;
+        let Some(row) = rows.get(1) else {
+            return Ok(None);
+        };
+        let mut conn = self.pool().acquire().await?;
+        Ok(Some(job_from_row(&mut conn, row).await?))
+    }
+
     /// Applies `event` to a job (cancel, start, finish, …). A cancelled job's pending approval is
     /// withdrawn.
     pub async fn transition_job(

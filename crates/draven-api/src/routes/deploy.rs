@@ -593,3 +593,59 @@ pub async fn force_unlock(
             .into(),
     ))
 }
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestRollback {
+    /// Administrators only: roll back during a freeze window (audited).
+    pub override_freeze: bool,
+}
+
+/// Rolls an environment back: a `rollback` job for the ref and commit of the successful deploy
+/// before the latest one (the runner runs `deploy/run.sh rollback` there). Approvals and freeze
+/// windows of the environment's policy apply; 409 when there is nothing to go back to.
+#[utoipa::path(post, path = "/api/v1/projects/{key}/environments/{environment}/rollback", tag = "deploy", security(("token" = ["scoped:deploy"])),
+    params(("key" = String, Path), ("environment" = String, Path)), request_body = RequestRollback,
+    responses((status = 201, body = JobView), (status = 403, body = crate::problem::Problem), (status = 409, body = crate::problem::Problem)))]
+pub async fn request_rollback(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((key, environment)): Path<(String, String)>,
+    Json(b): Json<RequestRollback>,
+) -> ApiResult<Response> {
+    let project = state.db.get_project(auth.tenant_id(), &key).await?;
+    let target = environment_target(&state, auth.tenant_id(), &project.key, &environment).await?;
+    let what = format!("project:{}/{environment}", project.key);
+    auth.require(&state, Action::Deploy, &target, &what).await?;
+    if b.override_freeze {
+        auth.require(
+            &state,
+            Action::Administer,
+            &Target {
+                environment_protected: false,
+                ..target.clone()
+            },
+            &what,
+        )
+        .await?;
+    }
+    let p = &auth.principal;
+    let who = draven_deploy::service::Requester {
+        actor: &auth.actor,
+        user_id: &p.user_id,
+        username: &p.username,
+        override_freeze: b.override_freeze,
+    };
+    let job = state
+        .deploys
+        .rollback(auth.tenant_id(), &who, &project, &environment)
+        .await
+        .map_err(|e| ApiError(e.into()))?;
+    let location = format!("/api/v1/deploys/{}", job.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(JobView::from(job)),
+    )
+        .into_response())
+}

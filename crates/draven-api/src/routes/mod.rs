@@ -226,6 +226,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy::set_project_environment))
         .routes(routes!(deploy::get_lock, deploy::force_unlock))
         .routes(routes!(deploy::request_deploy))
+        .routes(routes!(deploy::request_rollback))
         .routes(routes!(deploy::list_deploys))
         .routes(routes!(deploy::get_deploy))
         .routes(routes!(deploy::cancel_deploy))

@@ -823,6 +823,16 @@ async fn runner_deploys_the_example_repository() {
     )
     .await;
     let runner_token = t["token"].as_str().unwrap().to_owned();
+    let (s, nothing) = post(
+        "/api/v1/projects/shop/environments/demo/rollback".into(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, nothing["code"].as_str()),
+        (409, Some("conflict")),
+        "nothing to roll back to yet"
+    );
     let work = dir.path().join("runner");
     let mut runner = start_runner(&base, &runner_token, &work);
 
@@ -925,6 +935,34 @@ async fn runner_deploys_the_example_repository() {
         60,
     )
     .await;
+    // Roll back: the successful deploy before the latest one, with the `rollback` task.
+    let (s, rb) = post(
+        "/api/v1/projects/shop/environments/demo/rollback".into(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        (s, rb["kind"].as_str(), rb["ref"].as_str()),
+        (201, Some("rollback"), Some("develop")),
+        "{rb}"
+    );
+    let rb_id = rb["id"].as_str().unwrap().to_owned();
+    wait_for_state(&base, admin_token, &rb_id, "SUCCEEDED", 60).await;
+    let (_, log) = get(
+        &format!("{base}/api/v1/deploys/{rb_id}/logs"),
+        Some(admin_token),
+    )
+    .await;
+    let text: String = log["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert!(
+        text.contains("shop: rolling back demo to develop"),
+        "{text}"
+    );
     unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
     runner.wait().unwrap();
     assert_eq!(server.stop(), 0);
