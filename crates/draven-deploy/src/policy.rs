@@ -87,6 +87,8 @@ pub struct Policy {
     /// Distinct approvers other than the requester.
     pub required_approvals: u32,
     pub freeze_windows: Vec<FreezeWindow>,
+    /// How long a job may run before the runner stops it (0: the default, 30 minutes).
+    pub timeout_secs: u32,
 }
 
 /// Why a policy refused a deploy.
@@ -141,6 +143,12 @@ impl Policy {
         }
         if let Some(t) = &self.tag_pattern {
             pattern("tag_pattern", t)?;
+        }
+        if self.timeout_secs > 24 * 3600 {
+            return Err(Error::invalid(
+                "timeout_secs",
+                "a job may run at most 24 hours",
+            ));
         }
         if self.required_approvals > 10 {
             return Err(Error::invalid(

@@ -53,6 +53,14 @@ pub struct Requester<'a> {
     pub override_freeze: bool,
 }
 
+fn timeout_of(policy: &Policy) -> i64 {
+    if policy.timeout_secs == 0 {
+        DEFAULT_TIMEOUT_SECS
+    } else {
+        i64::from(policy.timeout_secs)
+    }
+}
+
 pub fn parse_policy(json: &str) -> Result<Policy, Error> {
     serde_json::from_str(json).map_err(|e| {
         Error::new(
@@ -127,7 +135,7 @@ impl Deploys {
             commit_sha: &target.commit_sha,
             requested_by: who.user_id,
             requested_by_name: who.username,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: timeout_of(&policy),
             verdict,
         };
         Ok(self.db.create_job(who.actor, tenant_id, &new).await?)
@@ -194,7 +202,7 @@ impl Deploys {
             commit_sha: &resolved.commit_sha,
             requested_by: who.user_id,
             requested_by_name: who.username,
-            timeout_secs: DEFAULT_TIMEOUT_SECS,
+            timeout_secs: timeout_of(&policy),
             verdict,
         };
         Ok(self.db.create_job(who.actor, tenant_id, &new).await?)

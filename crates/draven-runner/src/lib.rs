@@ -225,15 +225,50 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
             return finish(client, &job_id, "failed", None).await;
         }
     };
-    let mut cmd = tokio::process::Command::new("bash");
+    if claimed.job.kind != "rollback" {
+        match run_task(client, &claimed, &dir, "deploy:info").await? {
+            Some(("succeeded", _)) => {}
+            Some((outcome, code)) => {
+                let _ = logs(
+                    "stderr",
+                    "draven runner: preflight deploy:info did not succeed; not deploying\n"
+                        .to_owned(),
+                )
+                .await;
+                return finish(client, &job_id, outcome, code).await;
+            }
+            None => return Ok(()),
+        }
+    }
     let task = if claimed.job.kind == "rollback" {
         "rollback"
     } else {
         "deploy"
     };
+    match run_task(client, &claimed, &dir, task).await? {
+        Some((outcome, code)) => finish(client, &job_id, outcome, code).await,
+        None => Ok(()),
+    }
+}
+
+/// Runs one task of the repository contract, streaming its output. `None` when the lease was
+/// lost (the server already failed the job); else the outcome and exit code.
+async fn run_task(
+    client: &Client,
+    claimed: &ClaimedJob,
+    dir: &Path,
+    task: &str,
+) -> Result<Option<(&'static str, Option<i32>)>, RunnerError> {
+    let job_id = claimed.job.id.clone();
+    let log_path = format!("/api/v1/runner/jobs/{job_id}/logs");
+    let logs = |stream: &'static str, text: String| {
+        let body = json!({"runner": client.config.name, "stream": stream, "text": text});
+        client.post(&log_path, body)
+    };
+    let mut cmd = tokio::process::Command::new("bash");
     cmd.arg("deploy/run.sh")
         .arg(task)
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("ENV", &claimed.job.environment)
         .env("REF", &claimed.job.ref_name)
         .env("JOB_ID", &job_id)
@@ -254,7 +289,7 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
                 format!("draven runner: cannot start deploy/run.sh: {e}\n"),
             )
             .await;
-            return finish(client, &job_id, "failed", None).await;
+            return Ok(Some(("failed", None)));
         }
     };
     let pid = child.id();
@@ -291,7 +326,7 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
     let deadline =
         tokio::time::Instant::now() + Duration::from_secs(claimed.job.timeout_secs.max(1));
     let mut heartbeat = tokio::time::interval(Duration::from_secs(claimed.heartbeat_secs.max(1)));
-    let mut result: Option<&str> = None;
+    let mut result: Option<&'static str> = None;
     let mut output_open = true;
     let status = loop {
         tokio::select! {
@@ -322,7 +357,7 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
                         // The lease is gone: the server failed the job; stop working on it.
                         kill_group(pid, libc::SIGKILL);
                         let _ = child.wait().await;
-                        return Ok(());
+                        return Ok(None);
                     }
                     _ => {}
                 }
@@ -336,13 +371,12 @@ async fn execute(client: &Client, claimed: ClaimedJob) -> Result<(), RunnerError
         }
     };
     kill_group(pid, libc::SIGKILL);
-    let code = status.code();
     let outcome = result.unwrap_or(if status.success() {
         "succeeded"
     } else {
         "failed"
     });
-    finish(client, &job_id, outcome, code).await
+    Ok(Some((outcome, status.code())))
 }
 
 async fn finish(

@@ -177,6 +177,8 @@ pub struct PolicyBody {
     /// Distinct approvers other than the requester.
     pub required_approvals: u32,
     pub freeze_windows: Vec<FreezeWindowBody>,
+    /// Seconds a job may run before the runner stops it (0: 30 minutes).
+    pub timeout_secs: u32,
 }
 
 impl From<PolicyBody> for Policy {
@@ -196,6 +198,7 @@ impl From<PolicyBody> for Policy {
                     reason: w.reason,
                 })
                 .collect(),
+            timeout_secs: b.timeout_secs,
         }
     }
 }

@@ -867,6 +867,40 @@ async fn runner_deploys_the_example_repository() {
         text.contains("a warning on stderr") && text.contains("shop: done"),
         "{text}"
     );
+    let preflight = text
+        .find("shop: would deploy develop")
+        .expect("deploy:info ran first");
+    assert!(preflight < text.find("shop: deploying").unwrap(), "{text}");
+
+    // The environment's timeout: the runner stops the script and reports TIMED_OUT.
+    assert_eq!(
+        post("/api/v1/environments".into(), json!({"name": "stage"}))
+            .await
+            .0,
+        201
+    );
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/projects/shop/environments/stage"),
+        Some(admin_token),
+        Some(json!({"timeout_secs": 1})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "stage", "ref": "slow"}),
+    )
+    .await;
+    let timed_out = wait_for_state(
+        &base,
+        admin_token,
+        job["id"].as_str().unwrap(),
+        "TIMED_OUT",
+        30,
+    )
+    .await;
+    assert_eq!(timed_out["timeout_secs"], 1);
     assert!(log["chunks"]
         .as_array()
         .unwrap()
