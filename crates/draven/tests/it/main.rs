@@ -1002,6 +1002,76 @@ async fn runner_deploys_the_example_repository() {
     assert_eq!(server.stop(), 0);
 }
 
+/// A runner that died after the script ended but before the server had its report sends the
+/// kept report when it starts again: the job's outcome is not lost.
+#[tokio::test]
+async fn a_restarted_runner_delivers_the_outcome_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = shop_repository(dir.path());
+    let admin = "restart-admin-token-000001";
+    let mut cmd = serve_in(&dir.path().join("data"));
+    cmd.env("DRAVEN_BOOTSTRAP_TOKEN", admin);
+    let server = Server::start(cmd);
+    let base = server.base.clone();
+    let post = |path: String, body: Value| {
+        let base = base.clone();
+        async move {
+            call(
+                reqwest::Method::POST,
+                &format!("{base}{path}"),
+                Some(admin),
+                Some(body),
+            )
+            .await
+        }
+    };
+    post("/api/v1/environments".into(), json!({"name": "demo"})).await;
+    post(
+        "/api/v1/projects".into(),
+        json!({"key": "shop", "provider": "local", "repo": repo}),
+    )
+    .await;
+    call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/projects/shop/environments/demo"),
+        Some(admin),
+        Some(json!({})),
+    )
+    .await;
+    let (_, job) = post(
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "demo", "ref": "develop"}),
+    )
+    .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    // The job ran under runner r1, which wrote its report and died before sending it.
+    let (s, _) = post("/api/v1/runner/claim".into(), json!({"runner": "r1"})).await;
+    assert_eq!(s, 200);
+    let work = dir.path().join("runner");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("pending-finish.json"),
+        json!({"job_id": id, "result": "succeeded", "exit_code": 0}).to_string(),
+    )
+    .unwrap();
+    let mut runner = start_runner(&base, admin, &work);
+    let done = wait_for_state(&base, admin, &id, "SUCCEEDED", 30).await;
+    assert_eq!(done["exit_code"], 0);
+    for _ in 0..50 {
+        if !work.join("pending-finish.json").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !work.join("pending-finish.json").exists(),
+        "the delivered report is forgotten"
+    );
+    unsafe { libc::kill(runner.id() as i32, libc::SIGTERM) };
+    runner.wait().unwrap();
+    assert_eq!(server.stop(), 0);
+}
+
 /// Two `draven serve` processes on one PostgreSQL database: runners claiming through either
 /// never run two jobs of one environment at once, and queue order holds.
 #[tokio::test]
