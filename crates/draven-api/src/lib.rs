@@ -36,6 +36,8 @@ pub struct ApiConfig {
     pub idempotency_ttl: Duration,
     /// A runner's lease on a job's environment lock; runners heartbeat at a third of it.
     pub runner_lease: Duration,
+    /// A finished job's log larger than this moves to object storage.
+    pub log_inline_max_bytes: i64,
 }
 
 impl Default for ApiConfig {
@@ -44,6 +46,7 @@ impl Default for ApiConfig {
             max_body_bytes: 10 * 1024 * 1024,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             runner_lease: Duration::from_secs(30),
+            log_inline_max_bytes: 1024 * 1024,
         }
     }
 }
@@ -103,6 +106,7 @@ pub fn app(services: Services) -> Result<Router, String> {
         deploys: draven_deploy::service::Deploys::new(
             services.db.clone(),
             services.git_cache.clone(),
+            services.blobs.clone(),
         ),
         db: services.db,
         blobs: services.blobs,

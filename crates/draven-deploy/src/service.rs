@@ -75,6 +75,8 @@ pub struct Deploys {
     pub db: Db,
     /// Bare repositories used to verify tag signatures.
     pub git_cache: PathBuf,
+    /// Where finished jobs' large logs go.
+    pub blobs: draven_blob::Blobs,
 }
 
 impl Deploys {
@@ -141,8 +143,81 @@ impl Deploys {
         Ok(self.db.create_job(who.actor, tenant_id, &new).await?)
     }
 
-    pub fn new(db: Db, git_cache: PathBuf) -> Deploys {
-        Deploys { db, git_cache }
+    pub fn new(db: Db, git_cache: PathBuf, blobs: draven_blob::Blobs) -> Deploys {
+        Deploys {
+            db,
+            git_cache,
+            blobs,
+        }
+    }
+
+    /// Moves a finished job's log to object storage when it is larger than `inline_max` bytes
+    /// (written first, then the database copy dropped), so the database keeps small logs only.
+    pub async fn archive_log_if_large(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        inline_max: i64,
+    ) -> Result<bool, DeployError> {
+        if self.db.job_log_size(job_id).await? <= inline_max
+            || self.db.job_log_object(tenant_id, job_id).await?.is_some()
+        {
+            return Ok(false);
+        }
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let chunks = self.db.job_log(tenant_id, job_id, after, 5000).await?;
+            let Some(last) = chunks.last() else { break };
+            after = last.seq;
+            for c in &chunks {
+                out.extend(serde_json::to_vec(&serde_json::json!({"seq": c.seq, "at": c.at, "stream": c.stream, "text": c.text})).unwrap_or_default());
+                out.push(b'\n');
+            }
+        }
+        let key = format!("tenants/{tenant_id}/jobs/{job_id}/log.jsonl");
+        self.blobs
+            .put_immutable(&key, bytes::Bytes::from(out))
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "could not archive a job log; it stays in the database");
+                Error::new(ErrorCode::Unavailable, "object storage is unavailable")
+            })?;
+        self.db.move_job_log(tenant_id, job_id, &key).await?;
+        Ok(true)
+    }
+
+    /// A job's log chunks after `after`, wherever the log lives.
+    pub async fn log_chunks(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<draven_store::runner::LogChunk>, DeployError> {
+        let Some(key) = self.db.job_log_object(tenant_id, job_id).await? else {
+            return Ok(self.db.job_log(tenant_id, job_id, after, limit).await?);
+        };
+        let bytes = self.blobs.get(&key).await.map_err(|e| {
+            tracing::warn!(error = %e, "could not read an archived job log");
+            Error::new(ErrorCode::Unavailable, "object storage is unavailable")
+        })?;
+        let mut out = Vec::new();
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+                continue;
+            };
+            let seq = v["seq"].as_i64().unwrap_or(0);
+            if seq > after && (out.len() as i64) < limit {
+                out.push(draven_store::runner::LogChunk {
+                    seq,
+                    at: v["at"].as_str().unwrap_or_default().to_owned(),
+                    stream: v["stream"].as_str().unwrap_or_default().to_owned(),
+                    text: v["text"].as_str().unwrap_or_default().to_owned(),
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// Requests a deploy of `ref_input` of `project` onto `environment`.

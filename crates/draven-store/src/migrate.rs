@@ -52,6 +52,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("migrations/0005_runner.sqlite.sql"),
         postgres: include_str!("migrations/0005_runner.postgres.sql"),
     },
+    Migration {
+        version: 6,
+        name: "job_log_objects",
+        portable: include_str!("migrations/0006_job_log_objects.sql"),
+        sqlite: include_str!("migrations/0006_job_log_objects.sqlite.sql"),
+        postgres: include_str!("migrations/0006_job_log_objects.postgres.sql"),
+    },
 ];
 
 impl Migration {

@@ -252,6 +252,54 @@ impl Db {
             .collect()
     }
 
+    /// The total size of a job's log kept in the database.
+    pub async fn job_log_size(&self, job_id: &str) -> Result<i64> {
+        Ok(sqlx::query(
+            "SELECT COALESCE(SUM(LENGTH(text)), 0) AS n FROM job_logs WHERE job_id = $1",
+        )
+        .bind(job_id)
+        .fetch_one(self.pool())
+        .await?
+        .try_get("n")?)
+    }
+
+    /// Where a finished job's log was moved in object storage, if it was.
+    pub async fn job_log_object(&self, tenant_id: &str, job_id: &str) -> Result<Option<String>> {
+        let row =
+            sqlx::query("SELECT log_object FROM deploy_jobs WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant_id)
+                .bind(job_id)
+                .fetch_optional(self.pool())
+                .await?
+                .ok_or_else(|| Error::not_found("deploy job"))?;
+        Ok(row.try_get("log_object")?)
+    }
+
+    /// Records that a finished job's log now lives at `object_key` and drops the database copy.
+    /// Call after the object is written.
+    pub async fn move_job_log(
+        &self,
+        tenant_id: &str,
+        job_id: &str,
+        object_key: &str,
+    ) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE deploy_jobs SET log_object = $1 WHERE tenant_id = $2 AND id = $3 AND log_object IS NULL")
+            .bind(object_key)
+            .bind(tenant_id)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 1 {
+            sqlx::query("DELETE FROM job_logs WHERE job_id = $1")
+                .bind(job_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records how a job ended and frees its environment. Repeating the same report (a runner
     /// that restarted before it heard the answer) is accepted.
     pub async fn finish_job(

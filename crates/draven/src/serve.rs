@@ -196,6 +196,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
             runner_lease: config.runner_lease,
+            ..ApiConfig::default()
         },
         draining: draining.clone(),
         git_cache: config.data_dir.join("git-cache"),

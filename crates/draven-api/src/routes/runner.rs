@@ -184,20 +184,26 @@ pub async fn finish(
             "result must be succeeded, failed, timed_out or cancelled",
         )
     })?;
-    Ok(axum::Json(
-        state
-            .db
-            .finish_job(
-                &auth.actor,
-                auth.tenant_id(),
-                &id,
-                &b.runner,
-                outcome,
-                b.exit_code,
-            )
-            .await?
-            .into(),
-    ))
+    let job = state
+        .db
+        .finish_job(
+            &auth.actor,
+            auth.tenant_id(),
+            &id,
+            &b.runner,
+            outcome,
+            b.exit_code,
+        )
+        .await?;
+    // A large log moves to object storage; if that fails it simply stays in the database.
+    if let Err(e) = state
+        .deploys
+        .archive_log_if_large(auth.tenant_id(), &id, state.config.log_inline_max_bytes)
+        .await
+    {
+        tracing::warn!(error = %e, job = %id, "job log not archived");
+    }
+    Ok(axum::Json(job.into()))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -236,7 +242,11 @@ pub async fn job_log(
 ) -> ApiResult<axum::Json<JobLog>> {
     let after = q.after.unwrap_or(0);
     let job = state.db.get_job(auth.tenant_id(), &id).await?;
-    let chunks = state.db.job_log(auth.tenant_id(), &id, after, 1000).await?;
+    let chunks = state
+        .deploys
+        .log_chunks(auth.tenant_id(), &id, after, 1000)
+        .await
+        .map_err(|e| crate::problem::ApiError(e.into()))?;
     let next = chunks.last().map(|c| c.seq).unwrap_or(after);
     let done =
         JobState::parse(&job.state).is_some_and(JobState::is_terminal) && chunks.len() < 1000;
@@ -286,8 +296,10 @@ pub async fn stream_log(
         ended: false,
     };
     let db = state.db.clone();
+    let deploys = state.deploys.clone();
     let stream = futures::stream::unfold(start, move |mut c| {
         let db = db.clone();
+        let deploys = deploys.clone();
         let tenant = tenant.clone();
         let id = id.clone();
         async move {
@@ -296,7 +308,7 @@ pub async fn stream_log(
             }
             loop {
                 let job = db.get_job(&tenant, &id).await.ok()?;
-                let chunks = db.job_log(&tenant, &id, c.after, 500).await.ok()?;
+                let chunks = deploys.log_chunks(&tenant, &id, c.after, 500).await.ok()?;
                 let mut events: Vec<Result<Event, std::convert::Infallible>> = Vec::new();
                 if job.state != c.last_state {
                     c.last_state = job.state.clone();

@@ -401,4 +401,121 @@ async fn live_log_stream(db: TestDb) {
     );
 }
 
-draven_store::on_both_backends!(runner_protocol, live_log_stream);
+async fn large_logs_move_to_object_storage(db: TestDb) {
+    let app = App::start_with(
+        db,
+        ApiConfig {
+            log_inline_max_bytes: 20,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    app.send(
+        Method::PUT,
+        "/api/v1/projects/shop/environments/demo",
+        Some(ADMIN),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    let id = app
+        .post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "demo", "ref": "develop"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runner = runner_token(&app).await;
+    app.post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+        .await;
+    let lines = [
+        "first line of output\n",
+        "second line\n",
+        "third and last\n",
+    ];
+    for (i, line) in lines.iter().enumerate() {
+        let stream = if i == 1 { "stderr" } else { "stdout" };
+        app.post(
+            &format!("/api/v1/runner/jobs/{id}/logs"),
+            &runner,
+            json!({"runner": "r1", "stream": stream, "text": line}),
+        )
+        .await;
+    }
+    app.post(
+        &format!("/api/v1/runner/jobs/{id}/finish"),
+        &runner,
+        json!({"runner": "r1", "result": "succeeded", "exit_code": 0}),
+    )
+    .await;
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM job_logs WHERE job_id = $1")
+        .bind(&id)
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "the database copy is gone");
+    let tenant: String = sqlx::query_scalar("SELECT id FROM tenants WHERE name = 'default'")
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+    assert!(app
+        .blobs
+        .blobs
+        .size(&format!("tenants/{tenant}/jobs/{id}/log.jsonl"))
+        .await
+        .unwrap()
+        .is_some());
+    let l = app.get(&format!("/api/v1/deploys/{id}/logs"), ADMIN).await;
+    let got: Vec<(&str, &str)> = l.body["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["stream"].as_str().unwrap(), c["text"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("stdout", lines[0]),
+            ("stderr", lines[1]),
+            ("stdout", lines[2])
+        ]
+    );
+    assert_eq!(l.body["done"], true);
+    let after = app
+        .get(&format!("/api/v1/deploys/{id}/logs?after=2"), ADMIN)
+        .await;
+    assert_eq!(after.body["chunks"].as_array().unwrap().len(), 1);
+    let sse = app
+        .http
+        .get(format!("{}/api/v1/deploys/{id}/logs/stream", app.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sse.contains("third and last") && sse.contains("event: end"),
+        "{sse}"
+    );
+}
+
+draven_store::on_both_backends!(
+    runner_protocol,
+    live_log_stream,
+    large_logs_move_to_object_storage
+);
