@@ -732,6 +732,7 @@ fn shop_repository(dir: &Path) -> String {
     git(&["add", "."]);
     git(&["commit", "--quiet", "-m", "slow deploy"]);
     git(&["checkout", "--quiet", "main"]);
+    git(&["tag", "-a", "v1.0.0", "-m", "release 1.0.0"]);
     repo.display().to_string()
 }
 
@@ -969,6 +970,134 @@ async fn runner_deploys_the_example_repository() {
         60,
     )
     .await;
+    // prod: only tags v*, two approvers other than the requester, and the lock while it runs.
+    assert_eq!(
+        post(
+            "/api/v1/environments".into(),
+            json!({"name": "prod", "protected": true})
+        )
+        .await
+        .0,
+        201
+    );
+    let prod = json!({"tags_only": true, "tag_pattern": "v*", "required_approvals": 2});
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/projects/shop/environments/prod"),
+        Some(admin_token),
+        Some(prod),
+    )
+    .await;
+    assert_eq!(s, 200);
+    for (user, role) in [
+        ("rel", "deployer"),
+        ("amy", "approver"),
+        ("bob", "approver"),
+    ] {
+        post("/api/v1/users".into(), json!({"username": user})).await;
+        post(
+            "/api/v1/grants".into(),
+            json!({"user": user, "role": role, "environment": "prod"}),
+        )
+        .await;
+    }
+    let token_of = |user: &'static str| {
+        let post = post.clone();
+        async move {
+            post(format!("/api/v1/users/{user}/tokens"), json!({"name": "t"}))
+                .await
+                .1["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (rel, amy, bob) = (
+        token_of("rel").await,
+        token_of("amy").await,
+        token_of("bob").await,
+    );
+    let as_user = |token: String, path: String, body: Value| {
+        let base = base.clone();
+        async move {
+            call(
+                reqwest::Method::POST,
+                &format!("{base}{path}"),
+                Some(&token),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (_, refused) = as_user(
+        rel.clone(),
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "prod", "ref": "develop"}),
+    )
+    .await;
+    assert_eq!(refused["refused_rule"], "policy-tags-only");
+    let (_, job) = as_user(
+        rel.clone(),
+        "/api/v1/projects/shop/deploys".into(),
+        json!({"environment": "prod", "ref": "v1.0.0"}),
+    )
+    .await;
+    assert_eq!(job["state"], "AWAITING_APPROVAL", "{job}");
+    let prod_id = job["id"].as_str().unwrap().to_owned();
+    let votes = format!(
+        "/api/v1/approvals/{}/votes",
+        job["approval_id"].as_str().unwrap()
+    );
+    assert_eq!(
+        as_user(rel.clone(), votes.clone(), json!({"verdict": "approve"}))
+            .await
+            .0,
+        403,
+        "the requester never counts"
+    );
+    as_user(
+        amy,
+        votes.clone(),
+        json!({"verdict": "approve", "comment": "looks good"}),
+    )
+    .await;
+    let (_, pending) = get(
+        &format!("{base}/api/v1/deploys/{prod_id}"),
+        Some(admin_token),
+    )
+    .await;
+    assert_eq!(pending["state"], "AWAITING_APPROVAL", "one approval of two");
+    as_user(bob, votes, json!({"verdict": "approve"})).await;
+    let done = wait_for_state(&base, admin_token, &prod_id, "SUCCEEDED", 60).await;
+    let states: Vec<&str> = done["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            "PENDING",
+            "AWAITING_APPROVAL",
+            "QUEUED",
+            "RUNNING",
+            "SUCCEEDED"
+        ]
+    );
+    let (_, log) = get(
+        &format!("{base}/api/v1/deploys/{prod_id}/logs"),
+        Some(admin_token),
+    )
+    .await;
+    let text: String = log["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    assert!(text.contains("shop: deploying v1.0.0"), "{text}");
+
     // Roll back: the successful deploy before the latest one, with the `rollback` task.
     let (s, rb) = post(
         "/api/v1/projects/shop/environments/demo/rollback".into(),
