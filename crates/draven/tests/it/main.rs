@@ -1002,7 +1002,6 @@ async fn runner_deploys_the_example_repository() {
         .await;
     }
     let token_of = |user: &'static str| {
-        let post = post.clone();
         async move {
             post(format!("/api/v1/users/{user}/tokens"), json!({"name": "t"}))
                 .await
