@@ -138,6 +138,7 @@ impl Deploys {
             requested_by: who.user_id,
             requested_by_name: who.username,
             timeout_secs: timeout_of(&policy),
+            not_before: None,
             verdict,
         };
         Ok(self.db.create_job(who.actor, tenant_id, &new).await?)
@@ -228,6 +229,7 @@ impl Deploys {
         project: &Project,
         environment: &str,
         ref_input: &str,
+        not_before: Option<i64>,
     ) -> Result<Job, DeployError> {
         let env = self.db.project_environment(project, environment).await?;
         let policy = parse_policy(&env.policy)?;
@@ -278,6 +280,7 @@ impl Deploys {
             requested_by: who.user_id,
             requested_by_name: who.username,
             timeout_secs: timeout_of(&policy),
+            not_before,
             verdict,
         };
         Ok(self.db.create_job(who.actor, tenant_id, &new).await?)

@@ -81,6 +81,8 @@ pub struct Job {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// Not started before this time (scheduled deploys).
+    pub not_before: Option<String>,
     pub events: Vec<JobEventRecord>,
 }
 
@@ -96,6 +98,8 @@ pub struct NewJob<'a> {
     pub requested_by: &'a str,
     pub requested_by_name: &'a str,
     pub timeout_secs: i64,
+    /// Scheduled deploys: not started before this time (epoch ms).
+    pub not_before: Option<i64>,
     pub verdict: Verdict<'a>,
 }
 
@@ -175,6 +179,7 @@ async fn job_from_row(conn: &mut sqlx::AnyConnection, row: &AnyRow) -> Result<Jo
         updated_at: rfc3339(row.try_get("updated_at")?),
         started_at: opt_time("started_at")?,
         finished_at: opt_time("finished_at")?,
+        not_before: opt_time("not_before")?,
         events,
     })
 }
@@ -444,8 +449,8 @@ impl Db {
         let id = new_id();
         let now = now_ms();
         sqlx::query(
-            "INSERT INTO deploy_jobs (id, tenant_id, project_id, environment, kind, ref_name, ref_kind, commit_sha, state, requested_by, requested_by_name, timeout_secs, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, $12, $12)",
+            "INSERT INTO deploy_jobs (id, tenant_id, project_id, environment, kind, ref_name, ref_kind, commit_sha, state, requested_by, requested_by_name, timeout_secs, created_at, updated_at, not_before) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING', $9, $10, $11, $12, $12, $13)",
         )
         .bind(&id)
         .bind(tenant_id)
@@ -459,6 +464,7 @@ impl Db {
         .bind(new.requested_by_name)
         .bind(new.timeout_secs)
         .bind(now)
+        .bind(new.not_before)
         .execute(&mut *tx)
         .await?;
         add_event(

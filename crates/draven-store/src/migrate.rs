@@ -54,10 +54,10 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 6,
-        name: "job_log_objects",
-        portable: include_str!("migrations/0006_job_log_objects.sql"),
-        sqlite: include_str!("migrations/0006_job_log_objects.sqlite.sql"),
-        postgres: include_str!("migrations/0006_job_log_objects.postgres.sql"),
+        name: "deploy_additions",
+        portable: include_str!("migrations/0006_deploy_additions.sql"),
+        sqlite: include_str!("migrations/0006_deploy_additions.sqlite.sql"),
+        postgres: include_str!("migrations/0006_deploy_additions.postgres.sql"),
     },
 ];
 

@@ -81,9 +81,10 @@ impl Db {
     ) -> Result<Option<Claimed>> {
         let rows = sqlx::query(
             "SELECT j.id, j.environment, p.project_key, p.repo FROM deploy_jobs j JOIN projects p ON p.id = j.project_id \
-             WHERE j.tenant_id = $1 AND j.state = 'QUEUED' AND p.provider = 'local' ORDER BY j.created_at, j.id LIMIT 100",
+             WHERE j.tenant_id = $1 AND j.state = 'QUEUED' AND p.provider = 'local' AND (j.not_before IS NULL OR j.not_before <= $2) ORDER BY j.created_at, j.id LIMIT 100",
         )
         .bind(tenant_id)
+        .bind(now_ms())
         .fetch_all(self.pool())
         .await?;
         let mut seen = std::collections::HashSet::new();

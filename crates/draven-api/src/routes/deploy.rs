@@ -303,6 +303,8 @@ pub struct JobView {
     pub updated_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// A scheduled job does not start before this time.
+    pub scheduled_at: Option<String>,
     /// Every state the job went through, with when and why.
     pub timeline: Vec<JobEventView>,
 }
@@ -329,6 +331,7 @@ impl From<Job> for JobView {
             updated_at: j.updated_at,
             started_at: j.started_at,
             finished_at: j.finished_at,
+            scheduled_at: j.not_before,
             timeline: j
                 .events
                 .into_iter()
@@ -353,6 +356,9 @@ pub struct RequestDeploy {
     /// Administrators only: deploy during a freeze window (audited).
     #[serde(default)]
     pub override_freeze: bool,
+    /// Scheduled deploy: an RFC 3339 time (within 30 days) before which the job does not start.
+    #[serde(default)]
+    pub scheduled_at: Option<String>,
 }
 
 async fn environment_target<'a>(
@@ -406,6 +412,23 @@ pub async fn request_deploy(
         )
         .await?;
     }
+    let not_before = match &b.scheduled_at {
+        None => None,
+        Some(t) => {
+            let at = draven_store::parse_rfc3339_ms(t).ok_or_else(|| {
+                Error::invalid("scheduled_at", "scheduled_at must be an RFC 3339 time")
+            })?;
+            let now = draven_store::now_ms();
+            if at <= now || at > now + 30 * 24 * 3600 * 1000 {
+                return Err(Error::invalid(
+                    "scheduled_at",
+                    "scheduled_at must be in the next 30 days",
+                )
+                .into());
+            }
+            Some(at)
+        }
+    };
     let p = &auth.principal;
     let who = draven_deploy::service::Requester {
         actor: &auth.actor,
@@ -421,6 +444,7 @@ pub async fn request_deploy(
             &project,
             &b.environment,
             &b.ref_name,
+            not_before,
         )
         .await
         .map_err(|e| ApiError(e.into()))?;

@@ -514,8 +514,74 @@ async fn large_logs_move_to_object_storage(db: TestDb) {
     );
 }
 
+async fn scheduled_deploys_wait_for_their_time(db: TestDb) {
+    let app = App::start(db).await;
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    app.send(
+        Method::PUT,
+        "/api/v1/projects/shop/environments/demo",
+        Some(ADMIN),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let r = app
+        .post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "demo", "ref": "develop", "scheduled_at": at}),
+        )
+        .await;
+    assert_eq!(
+        (
+            r.status,
+            r.body["state"].as_str(),
+            r.body["scheduled_at"].as_str()
+        ),
+        (StatusCode::CREATED, Some("QUEUED"), Some(at.as_str()))
+    );
+    let runner = runner_token(&app).await;
+    assert_eq!(
+        app.post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+            .await
+            .status,
+        StatusCode::NO_CONTENT,
+        "not yet"
+    );
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    let c = app
+        .post("/api/v1/runner/claim", &runner, json!({"runner": "r1"}))
+        .await;
+    assert_eq!(c.body["job"]["id"], r.body["id"]);
+    for bad in ["2001-01-01T00:00:00Z", "tomorrow", "2099-01-01T00:00:00Z"] {
+        let r = app
+            .post(
+                "/api/v1/projects/shop/deploys",
+                ADMIN,
+                json!({"environment": "demo", "ref": "develop", "scheduled_at": bad}),
+            )
+            .await;
+        assert_eq!(
+            r.problem(),
+            ("validation-failed", Some("scheduled_at")),
+            "{bad}"
+        );
+    }
+}
+
 draven_store::on_both_backends!(
     runner_protocol,
     live_log_stream,
-    large_logs_move_to_object_storage
+    large_logs_move_to_object_storage,
+    scheduled_deploys_wait_for_their_time,
 );

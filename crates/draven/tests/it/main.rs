@@ -1001,15 +1001,13 @@ async fn runner_deploys_the_example_repository() {
         )
         .await;
     }
-    let token_of = |user: &'static str| {
-        async move {
-            post(format!("/api/v1/users/{user}/tokens"), json!({"name": "t"}))
-                .await
-                .1["token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
+    let token_of = |user: &'static str| async move {
+        post(format!("/api/v1/users/{user}/tokens"), json!({"name": "t"}))
+            .await
+            .1["token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     };
     let (rel, amy, bob) = (
         token_of("rel").await,

@@ -1,2 +1,4 @@
 -- A finished job's log moved to object storage (when larger than the inline limit).
 ALTER TABLE deploy_jobs ADD COLUMN log_object TEXT;
+-- Scheduled deploys: a queued job is not started before this time.
+ALTER TABLE deploy_jobs ADD COLUMN not_before BIGINT;
