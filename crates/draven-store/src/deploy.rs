@@ -196,7 +196,7 @@ async fn load_job(conn: &mut sqlx::AnyConnection, tenant_id: &str, id: &str) -> 
     job_from_row(conn, &row).await
 }
 
-async fn add_event(
+pub(crate) async fn add_event(
     tx: &mut Tx,
     job_id: &str,
     state: JobState,

@@ -22,6 +22,8 @@ pub const MAX_LOG_BYTES: i64 = 16 * 1024 * 1024;
 pub struct Claimed {
     pub job: Job,
     pub repo: String,
+    /// The per-job token for `/api/v1/callbacks/{job}/…` (shown here only; stored hashed).
+    pub callback_token: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,14 +124,22 @@ impl Db {
                 Err(crate::StoreError::Domain(e)) if e.code == ErrorCode::Conflict => continue,
                 Err(e) => return Err(e),
             }
-            sqlx::query("UPDATE deploy_jobs SET runner = $1 WHERE id = $2")
-                .bind(runner)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            let callback_token = crate::identity::generate_token();
+            sqlx::query(
+                "UPDATE deploy_jobs SET runner = $1, callback_token_hash = $2 WHERE id = $3",
+            )
+            .bind(runner)
+            .bind(crate::identity::hash_token(&callback_token))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
             tx.commit().await?;
             let job = self.get_job(tenant_id, &id).await?;
-            return Ok(Some(Claimed { job, repo }));
+            return Ok(Some(Claimed {
+                job,
+                repo,
+                callback_token,
+            }));
         }
         Ok(None)
     }
@@ -156,6 +166,73 @@ impl Db {
             row.try_get("project_key")?,
             row.try_get("environment")?,
         ))
+    }
+
+    /// The job a per-job callback token belongs to: (tenant id, job id, runner). `None` for an
+    /// unknown token or one of another job.
+    pub async fn job_for_callback_token(
+        &self,
+        job_id: &str,
+        token: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT tenant_id, runner, callback_token_hash FROM deploy_jobs WHERE id = $1",
+        )
+        .bind(job_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: Option<String> = row.try_get("callback_token_hash")?;
+        let given = crate::identity::hash_token(token);
+        let matches = stored.is_some_and(|s| {
+            use subtle::ConstantTimeEq;
+            s.as_bytes().ct_eq(given.as_bytes()).into()
+        });
+        if !matches {
+            return Ok(None);
+        }
+        Ok(Some((
+            row.try_get("tenant_id")?,
+            row.try_get::<Option<String>, _>("runner")?
+                .unwrap_or_default(),
+        )))
+    }
+
+    /// Adds a step to a running job's timeline (external pipelines report their steps).
+    pub async fn job_step(
+        &self,
+        actor: &Actor,
+        tenant_id: &str,
+        job_id: &str,
+        runner: &str,
+        message: &str,
+    ) -> Result<()> {
+        let (state, _, _) = self.running_job_of(tenant_id, job_id, runner).await?;
+        if state != JobState::Running.as_str() {
+            return Err(Error::new(ErrorCode::Conflict, format!("the job is {state}")).into());
+        }
+        let mut tx = self.begin().await?;
+        crate::deploy::add_event(&mut tx, job_id, JobState::Running, message, now_ms()).await?;
+        crate::audit::append(
+            &mut tx,
+            actor
+                .did("deploy.step", &format!("deploy:{job_id}"))
+                .detail(serde_json::json!({"step": message})),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Keeps the provider's link to the full log of a job.
+    pub async fn set_job_log_url(&self, tenant_id: &str, job_id: &str, url: &str) -> Result<()> {
+        sqlx::query("UPDATE deploy_jobs SET log_url = $1 WHERE tenant_id = $2 AND id = $3")
+            .bind(url)
+            .bind(tenant_id)
+            .bind(job_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Renews the runner's lease on a job and tells it the job's state (CANCELLED: stop now).

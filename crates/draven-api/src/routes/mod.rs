@@ -3,6 +3,7 @@
 
 pub mod approvals;
 pub mod audit;
+pub mod callbacks;
 pub mod deploy;
 pub mod environments;
 pub mod identity;
@@ -38,6 +39,7 @@ use utoipa_axum::routes;
         (name = "approvals", description = "Approval requests and votes (two-person rule)"),
         (name = "deploy", description = "Projects, environment policies and deploy jobs"),
         (name = "runner", description = "The runner agent: claim, heartbeat, logs, finish"),
+        (name = "callbacks", description = "Per-job callbacks for whatever executes a job (runner or external pipeline), authenticated by the job's callback token"),
     )
 )]
 struct ApiDoc;
@@ -236,6 +238,10 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(runner::finish))
         .routes(routes!(runner::job_log))
         .routes(routes!(runner::stream_log))
+        .routes(routes!(callbacks::start))
+        .routes(routes!(callbacks::step))
+        .routes(routes!(callbacks::logs))
+        .routes(routes!(callbacks::finish))
 }
 
 /// `?cursor=…&limit=…` on every list.

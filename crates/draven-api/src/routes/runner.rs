@@ -35,6 +35,8 @@ pub struct ClaimedJob {
     pub job: JobView,
     /// What to clone.
     pub repo: String,
+    /// The per-job token for `/api/v1/callbacks/{job}/…` (pass it to an external pipeline).
+    pub callback_token: String,
     /// Send a heartbeat at least this often, or lose the job.
     pub heartbeat_secs: u64,
 }
@@ -81,6 +83,7 @@ pub async fn claim(
             let body = ClaimedJob {
                 job: c.job.into(),
                 repo: c.repo,
+                callback_token: c.callback_token,
                 heartbeat_secs: (lease.as_secs() / 3).max(1),
             };
             return Ok((StatusCode::OK, axum::Json(body)).into_response());

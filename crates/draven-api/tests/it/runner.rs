@@ -579,7 +579,167 @@ async fn scheduled_deploys_wait_for_their_time(db: TestDb) {
     }
 }
 
+async fn pipeline_callbacks_with_the_job_token(db: TestDb) {
+    let app = App::start(db).await;
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post("/api/v1/environments", ADMIN, json!({"name": "stage"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    for env in ["demo", "stage"] {
+        app.send(
+            Method::PUT,
+            &format!("/api/v1/projects/shop/environments/{env}"),
+            Some(ADMIN),
+            Some(json!({})),
+            &[],
+        )
+        .await;
+    }
+    let a = app
+        .post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "demo", "ref": "develop"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = app
+        .post(
+            "/api/v1/projects/shop/deploys",
+            ADMIN,
+            json!({"environment": "stage", "ref": "develop"}),
+        )
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let runner = runner_token(&app).await;
+    let claim_a = app
+        .post(
+            "/api/v1/runner/claim",
+            &runner,
+            json!({"runner": "gh-actions"}),
+        )
+        .await;
+    let token_a = claim_a.body["callback_token"].as_str().unwrap().to_owned();
+    let claim_b = app
+        .post(
+            "/api/v1/runner/claim",
+            &runner,
+            json!({"runner": "gh-actions"}),
+        )
+        .await;
+    assert_eq!(claim_b.body["job"]["id"].as_str(), Some(b.as_str()));
+    let cb = |job: &str, what: &str| format!("/api/v1/callbacks/{job}/{what}");
+    assert_eq!(
+        app.post(&cb(&a, "start"), &token_a, json!({})).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.post(
+            &cb(&a, "steps"),
+            &token_a,
+            json!({"name": "composer install", "status": "succeeded"})
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.post(
+            &cb(&a, "logs"),
+            &token_a,
+            json!({"stream": "stdout", "text": "dep deploy demo\n"})
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    // The token is for its own job only; no token, a wrong one, or another job's: 401, audited.
+    let r = app
+        .post(
+            &cb(&b, "logs"),
+            &token_a,
+            json!({"stream": "stdout", "text": "x"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.problem().0),
+        (StatusCode::UNAUTHORIZED, "unauthenticated")
+    );
+    assert_eq!(
+        app.post(
+            &cb(&a, "logs"),
+            "drv_not-the-token-at-all",
+            json!({"stream": "stdout", "text": "x"})
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.send(Method::POST, &cb(&a, "start"), None, Some(json!({})), &[])
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.post(
+            &cb(&a, "steps"),
+            &runner,
+            json!({"name": "x", "status": "y"})
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED,
+        "an API token is not a callback token"
+    );
+    let r = app.post(&cb(&a, "finish"), &token_a, json!({"result": "succeeded", "exit_code": 0, "log_url": "https://github.com/acme/shop/actions/runs/42"})).await;
+    assert_eq!(r.body["state"], "SUCCEEDED", "{}", r.text);
+    assert_eq!(
+        r.body["log_url"],
+        "https://github.com/acme/shop/actions/runs/42"
+    );
+    let messages: Vec<&str> = r.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(
+        messages.contains(&"pipeline started")
+            && messages.contains(&"step composer install: succeeded"),
+        "{messages:?}"
+    );
+    let l = app.get(&format!("/api/v1/deploys/{a}/logs"), ADMIN).await;
+    assert_eq!(l.body["chunks"][0]["text"], "dep deploy demo\n");
+    assert!(!app
+        .audit("action=callback.authenticate&all_tenants=true")
+        .await
+        .is_empty());
+    let bad = app
+        .post(
+            &cb(&b, "finish"),
+            claim_b.body["callback_token"].as_str().unwrap(),
+            json!({"result": "great"}),
+        )
+        .await;
+    assert_eq!(bad.problem(), ("validation-failed", Some("result")));
+}
+
 draven_store::on_both_backends!(
+    pipeline_callbacks_with_the_job_token,
     runner_protocol,
     live_log_stream,
     large_logs_move_to_object_storage,

@@ -2,3 +2,5 @@
 ALTER TABLE deploy_jobs ADD COLUMN log_object TEXT;
 -- Scheduled deploys: a queued job is not started before this time.
 ALTER TABLE deploy_jobs ADD COLUMN not_before BIGINT;
+-- The per-job token an executor (runner or external pipeline) uses for callbacks; sha256 only.
+ALTER TABLE deploy_jobs ADD COLUMN callback_token_hash TEXT;
