@@ -71,7 +71,53 @@ fn not_yours() -> Error {
     )
 }
 
+/// A runner as the server knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunnerInfo {
+    pub name: String,
+    pub first_seen: String,
+    pub last_seen: String,
+    /// The job it is running, if any.
+    pub running_job: Option<String>,
+}
+
 impl Db {
+    /// Registers a runner (first contact) or notes that it is alive.
+    pub async fn touch_runner(&self, tenant_id: &str, name: &str) -> Result<()> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO runners (tenant_id, name, first_seen, last_seen) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (tenant_id, name) DO UPDATE SET last_seen = excluded.last_seen",
+        )
+        .bind(tenant_id)
+        .bind(name)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The tenant's runners, most recently seen first.
+    pub async fn list_runners(&self, tenant_id: &str) -> Result<Vec<RunnerInfo>> {
+        let rows = sqlx::query(
+            "SELECT r.name, r.first_seen, r.last_seen, (SELECT j.id FROM deploy_jobs j WHERE j.tenant_id = r.tenant_id AND j.runner = r.name AND j.state = 'RUNNING' LIMIT 1) AS running_job \
+             FROM runners r WHERE r.tenant_id = $1 ORDER BY r.last_seen DESC, r.name",
+        )
+        .bind(tenant_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RunnerInfo {
+                    name: r.try_get("name")?,
+                    first_seen: rfc3339(r.try_get("first_seen")?),
+                    last_seen: rfc3339(r.try_get("last_seen")?),
+                    running_job: r.try_get("running_job")?,
+                })
+            })
+            .collect()
+    }
+
     /// Claims the oldest queued job of the tenant's `local` projects whose environment lock is
     /// free, in queue order per environment. `None` when there is nothing to run.
     pub async fn claim_job(

@@ -233,6 +233,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(deploy::get_deploy))
         .routes(routes!(deploy::cancel_deploy))
         .routes(routes!(runner::claim))
+        .routes(routes!(runner::list_runners))
         .routes(routes!(runner::heartbeat))
         .routes(routes!(runner::append_log))
         .routes(routes!(runner::finish))

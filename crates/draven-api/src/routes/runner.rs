@@ -61,6 +61,10 @@ pub async fn claim(
         );
     }
     let lease = state.config.runner_lease;
+    state
+        .db
+        .touch_runner(auth.tenant_id(), runner.as_str())
+        .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(b.wait_secs);
     loop {
         if state.draining.is_draining() {
@@ -119,6 +123,7 @@ pub async fn heartbeat(
     Json(b): Json<RunnerRef>,
 ) -> ApiResult<axum::Json<Heartbeat>> {
     let lease = state.config.runner_lease.as_millis() as i64;
+    state.db.touch_runner(auth.tenant_id(), &b.runner).await?;
     let s = state
         .db
         .heartbeat_job(auth.tenant_id(), &id, &b.runner, lease)
@@ -344,4 +349,36 @@ pub async fn stream_log(
     Ok(Sse::new(stream.flatten())
         .keep_alive(KeepAlive::default())
         .into_response())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunnerView {
+    pub name: String,
+    /// Its first claim.
+    pub first_seen: String,
+    /// Its latest claim or heartbeat.
+    pub last_seen: String,
+    /// The job it is running, if any.
+    pub running_job: Option<String>,
+}
+
+/// The runners that have contacted the server, most recently seen first.
+#[utoipa::path(get, path = "/api/v1/runners", tag = "runner", security(("token" = ["tenant:read"])),
+    responses((status = 200, body = Vec<RunnerView>)))]
+pub async fn list_runners(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<axum::Json<Vec<RunnerView>>> {
+    let runners = state.db.list_runners(auth.tenant_id()).await?;
+    Ok(axum::Json(
+        runners
+            .into_iter()
+            .map(|r| RunnerView {
+                name: r.name,
+                first_seen: r.first_seen,
+                last_seen: r.last_seen,
+                running_job: r.running_job,
+            })
+            .collect(),
+    ))
 }

@@ -177,6 +177,22 @@ async fn runner_protocol(db: TestDb) {
             json!({"runner": "r1"}),
         )
         .await;
+    let runners = app.get("/api/v1/runners", ADMIN).await;
+    let r1 = runners
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "r1")
+        .expect("r1 registered by its claim")
+        .clone();
+    assert_eq!(r1["running_job"].as_str(), Some(a.as_str()));
+    assert!(runners
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["name"] == "r2" && r["running_job"].is_null()));
     assert_eq!(
         (hb.body["state"].as_str(), hb.body["cancel"].as_bool()),
         (Some("RUNNING"), Some(false))
