@@ -79,6 +79,8 @@ pub struct AppState {
     pub policy: Arc<authz::RoutePolicy>,
     pub principals: Arc<authz::PrincipalCache>,
     pub reads: Arc<read_cache::ReadCache>,
+    /// Wakes runners waiting in a claim when a job may have become runnable.
+    pub jobs_changed: Arc<tokio::sync::Notify>,
     pub openapi_json: Arc<String>,
     pub docs_html: Arc<String>,
 }
@@ -117,6 +119,7 @@ pub fn app(services: Services) -> Result<Router, String> {
         policy: Arc::new(policy),
         principals: Arc::new(authz::PrincipalCache::default()),
         reads: Arc::new(read_cache::ReadCache::default()),
+        jobs_changed: Arc::new(tokio::sync::Notify::new()),
         openapi_json: Arc::new(openapi_json),
         docs_html: Arc::new(docs_html),
     };
@@ -148,6 +151,8 @@ async fn retire_cached_reads(
     let resp = next.run(req).await;
     if let (true, Some(t)) = (writes, tenant) {
         state.reads.invalidate(&t);
+        // Any write may have made a job runnable (queued, approved, a lock freed).
+        state.jobs_changed.notify_waiters();
     }
     resp
 }

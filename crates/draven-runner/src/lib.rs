@@ -175,18 +175,22 @@ async fn checkout(work_dir: &Path, job: &ClaimedJob) -> Result<PathBuf, RunnerEr
         tokio::fs::create_dir_all(&dir).await?;
         git(Some(&dir), &["init", "--quiet"]).await?;
     }
-    git(
-        Some(&dir),
-        &[
-            "fetch",
-            "--quiet",
-            "--no-tags",
-            "--",
-            &job.repo,
-            &job.job.commit_sha,
-        ],
-    )
-    .await?;
+    // Fetch only when the commit is not here yet (repeat deploys of one commit skip the network).
+    let commit = format!("{}^{{commit}}", job.job.commit_sha);
+    if git(Some(&dir), &["cat-file", "-e", &commit]).await.is_err() {
+        git(
+            Some(&dir),
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--",
+                &job.repo,
+                &job.job.commit_sha,
+            ],
+        )
+        .await?;
+    }
     git(
         Some(&dir),
         &[

@@ -67,6 +67,10 @@ pub async fn claim(
         .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(b.wait_secs);
     loop {
+        // Registered before looking, so a job queued right after the look still wakes us.
+        let wake = state.jobs_changed.notified();
+        tokio::pin!(wake);
+        wake.as_mut().enable();
         if state.draining.is_draining() {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
@@ -95,7 +99,12 @@ pub async fn claim(
         if tokio::time::Instant::now() >= deadline {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        // Woken at once by a change on this server; the short poll covers other servers and
+        // scheduled times.
+        tokio::select! {
+            _ = wake => {}
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
     }
 }
 
