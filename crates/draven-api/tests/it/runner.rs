@@ -9,6 +9,28 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
 
+/// Environment `demo` with project `shop` (a real git repository) and an open policy.
+async fn demo_shop(app: &App) -> draven_deploy::testing::GitFixture {
+    let f = fixture();
+    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
+        .await;
+    app.post(
+        "/api/v1/projects",
+        ADMIN,
+        json!({"key": "shop", "provider": "local", "repo": f.repo}),
+    )
+    .await;
+    app.send(
+        Method::PUT,
+        "/api/v1/projects/shop/environments/demo",
+        Some(ADMIN),
+        Some(json!({})),
+        &[],
+    )
+    .await;
+    f
+}
+
 async fn runner_token(app: &App) -> String {
     app.post("/api/v1/users", ADMIN, json!({"username": "runner-1"}))
         .await;
@@ -38,23 +60,7 @@ async fn runner_protocol(db: TestDb) {
         },
     )
     .await;
-    let f = fixture();
-    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
-        .await;
-    app.post(
-        "/api/v1/projects",
-        ADMIN,
-        json!({"key": "shop", "provider": "local", "repo": f.repo}),
-    )
-    .await;
-    app.send(
-        Method::PUT,
-        "/api/v1/projects/shop/environments/demo",
-        Some(ADMIN),
-        Some(json!({})),
-        &[],
-    )
-    .await;
+    let f = demo_shop(&app).await;
     let deploy = || {
         app.post(
             "/api/v1/projects/shop/deploys",
@@ -318,23 +324,7 @@ async fn runner_protocol(db: TestDb) {
 async fn live_log_stream(db: TestDb) {
     use futures::StreamExt;
     let app = App::start(db).await;
-    let f = fixture();
-    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
-        .await;
-    app.post(
-        "/api/v1/projects",
-        ADMIN,
-        json!({"key": "shop", "provider": "local", "repo": f.repo}),
-    )
-    .await;
-    app.send(
-        Method::PUT,
-        "/api/v1/projects/shop/environments/demo",
-        Some(ADMIN),
-        Some(json!({})),
-        &[],
-    )
-    .await;
+    let _repo = demo_shop(&app).await;
     let id = app
         .post(
             "/api/v1/projects/shop/deploys",
@@ -426,23 +416,7 @@ async fn large_logs_move_to_object_storage(db: TestDb) {
         },
     )
     .await;
-    let f = fixture();
-    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
-        .await;
-    app.post(
-        "/api/v1/projects",
-        ADMIN,
-        json!({"key": "shop", "provider": "local", "repo": f.repo}),
-    )
-    .await;
-    app.send(
-        Method::PUT,
-        "/api/v1/projects/shop/environments/demo",
-        Some(ADMIN),
-        Some(json!({})),
-        &[],
-    )
-    .await;
+    let _repo = demo_shop(&app).await;
     let id = app
         .post(
             "/api/v1/projects/shop/deploys",
@@ -532,23 +506,7 @@ async fn large_logs_move_to_object_storage(db: TestDb) {
 
 async fn scheduled_deploys_wait_for_their_time(db: TestDb) {
     let app = App::start(db).await;
-    let f = fixture();
-    app.post("/api/v1/environments", ADMIN, json!({"name": "demo"}))
-        .await;
-    app.post(
-        "/api/v1/projects",
-        ADMIN,
-        json!({"key": "shop", "provider": "local", "repo": f.repo}),
-    )
-    .await;
-    app.send(
-        Method::PUT,
-        "/api/v1/projects/shop/environments/demo",
-        Some(ADMIN),
-        Some(json!({})),
-        &[],
-    )
-    .await;
+    let _repo = demo_shop(&app).await;
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
     let at = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let r = app
