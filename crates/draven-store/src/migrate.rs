@@ -16,49 +16,27 @@ struct Migration {
     postgres: &'static str,
 }
 
+/// One migration from its three files in `migrations/`: `FILE.sql` (portable),
+/// `FILE.sqlite.sql` and `FILE.postgres.sql` (what differs; may be empty).
+macro_rules! migration {
+    ($version:literal, $name:literal, $file:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            portable: include_str!(concat!("migrations/", $file, ".sql")),
+            sqlite: include_str!(concat!("migrations/", $file, ".sqlite.sql")),
+            postgres: include_str!(concat!("migrations/", $file, ".postgres.sql")),
+        }
+    };
+}
+
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "kernel",
-        portable: include_str!("migrations/0001_kernel.sql"),
-        sqlite: include_str!("migrations/0001_kernel.sqlite.sql"),
-        postgres: include_str!("migrations/0001_kernel.postgres.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "registry",
-        portable: include_str!("migrations/0002_registry.sql"),
-        sqlite: include_str!("migrations/0002_registry.sqlite.sql"),
-        postgres: include_str!("migrations/0002_registry.postgres.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "locks",
-        portable: include_str!("migrations/0003_locks.sql"),
-        sqlite: include_str!("migrations/0003_locks.sqlite.sql"),
-        postgres: include_str!("migrations/0003_locks.postgres.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "deploy",
-        portable: include_str!("migrations/0004_deploy.sql"),
-        sqlite: include_str!("migrations/0004_deploy.sqlite.sql"),
-        postgres: include_str!("migrations/0004_deploy.postgres.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "runner",
-        portable: include_str!("migrations/0005_runner.sql"),
-        sqlite: include_str!("migrations/0005_runner.sqlite.sql"),
-        postgres: include_str!("migrations/0005_runner.postgres.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "deploy_additions",
-        portable: include_str!("migrations/0006_deploy_additions.sql"),
-        sqlite: include_str!("migrations/0006_deploy_additions.sqlite.sql"),
-        postgres: include_str!("migrations/0006_deploy_additions.postgres.sql"),
-    },
+    migration!(1, "kernel", "0001_kernel"),
+    migration!(2, "registry", "0002_registry"),
+    migration!(3, "locks", "0003_locks"),
+    migration!(4, "deploy", "0004_deploy"),
+    migration!(5, "runner", "0005_runner"),
+    migration!(6, "deploy_additions", "0006_deploy_additions"),
 ];
 
 impl Migration {

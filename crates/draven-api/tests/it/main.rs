@@ -32,6 +32,20 @@ pub(crate) struct Resp {
 }
 
 impl Resp {
+    /// Reads a response whole: status, headers, text, and the text as JSON when it is JSON.
+    async fn read(resp: reqwest::Response) -> Resp {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
     #[allow(dead_code)]
     fn ok(&self) -> &Self {
         assert!(self.status.is_success(), "{} {}", self.status, self.text);
@@ -118,17 +132,7 @@ impl App {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Resp::read(req.send().await.unwrap()).await
     }
 
     /// A request with a raw body and content type (artifact payloads).
@@ -150,17 +154,7 @@ impl App {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Resp::read(req.send().await.unwrap()).await
     }
 
     async fn get(&self, path: &str, token: &str) -> Resp {
