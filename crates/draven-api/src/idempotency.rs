@@ -25,7 +25,10 @@ pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent
 const MAX_STORED_RESPONSE: usize = 1024 * 1024;
 
 pub async fn idempotent(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST || !req.headers().contains_key(&IDEMPOTENCY_KEY) {
+    if req.method() != Method::POST
+        || !req.headers().contains_key(&IDEMPOTENCY_KEY)
+        || crate::is_gateway(&req)
+    {
         return next.run(req).await;
     }
     let Some(auth) = req.extensions().get::<Auth>().cloned() else {

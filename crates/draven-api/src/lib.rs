@@ -83,6 +83,10 @@ pub struct AppState {
     pub jobs_changed: Arc<tokio::sync::Notify>,
     pub openapi_json: Arc<String>,
     pub docs_html: Arc<String>,
+    /// The functions engine, when functions are enabled.
+    pub functions: Option<draven_functions::Engine>,
+    /// Where the local executor writes function output (for `GET /functions/{name}/logs`).
+    pub function_logs: Option<std::path::PathBuf>,
 }
 
 /// The parts the binary provides.
@@ -94,6 +98,8 @@ pub struct Services {
     pub draining: Draining,
     /// Where bare repositories for tag-signature checks are kept.
     pub git_cache: std::path::PathBuf,
+    pub functions: Option<draven_functions::Engine>,
+    pub function_logs: Option<std::path::PathBuf>,
 }
 
 /// Builds the whole HTTP application. Fails if a route's declared access rule is invalid.
@@ -122,6 +128,8 @@ pub fn app(services: Services) -> Result<Router, String> {
         jobs_changed: Arc::new(tokio::sync::Notify::new()),
         openapi_json: Arc::new(openapi_json),
         docs_html: Arc::new(docs_html),
+        functions: services.functions,
+        function_logs: services.function_logs,
     };
     Ok(router
         .route_layer(from_fn_with_state(state.clone(), retire_cached_reads))
@@ -143,7 +151,7 @@ async fn retire_cached_reads(
     let writes = !matches!(
         *req.method(),
         axum::http::Method::GET | axum::http::Method::HEAD
-    );
+    ) && !is_gateway(&req);
     let tenant = req
         .extensions()
         .get::<authz::Auth>()
@@ -155,6 +163,17 @@ async fn retire_cached_reads(
         state.jobs_changed.notify_waiters();
     }
     resp
+}
+
+/// The invocation gateway's routes: they keep their own (in-memory) idempotency and change
+/// nothing a cached read shows, so the generic idempotency and cache layers skip them.
+pub fn is_gateway(req: &axum::extract::Request) -> bool {
+    req.extensions()
+        .get::<axum::extract::MatchedPath>()
+        .is_some_and(|p| {
+            let p = p.as_str();
+            p.starts_with("/api/v1/functions/") && (p.ends_with("/invoke") || p.ends_with("/invoke-async"))
+        })
 }
 
 /// The OpenAPI document alone (for `draven openapi` and tests).

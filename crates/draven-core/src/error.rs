@@ -24,12 +24,18 @@ pub enum ErrorCode {
     IdempotencyKeyReused,
     IdempotencyKeyInFlight,
     RateLimited,
+    /// A function's bounded queue is full (backpressure; retry after `Retry-After`).
+    QueueFull,
+    /// A synchronous invocation reached its deadline; the execution was stopped.
+    InvocationTimedOut,
+    /// The function ran and failed, or its process crashed.
+    FunctionFailed,
     Unavailable,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::MalformedBody,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
@@ -44,6 +50,9 @@ impl ErrorCode {
         ErrorCode::IdempotencyKeyReused,
         ErrorCode::IdempotencyKeyInFlight,
         ErrorCode::RateLimited,
+        ErrorCode::QueueFull,
+        ErrorCode::InvocationTimedOut,
+        ErrorCode::FunctionFailed,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
     ];
@@ -85,6 +94,11 @@ impl ErrorCode {
                 "A request with this Idempotency-Key is still being processed",
             ),
             ErrorCode::RateLimited => ("rate-limited", 429, "Too many requests"),
+            ErrorCode::QueueFull => ("queue-full", 429, "The function's queue is full"),
+            ErrorCode::InvocationTimedOut => {
+                ("invocation-timed-out", 504, "The invocation timed out")
+            }
+            ErrorCode::FunctionFailed => ("function-failed", 502, "The function failed"),
             ErrorCode::Unavailable => ("unavailable", 503, "Service unavailable"),
             ErrorCode::Internal => ("internal", 500, "Internal error"),
         }

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod crypto;
 pub mod deploy;
 pub mod environments;
+pub mod functions;
 pub mod idempotency;
 pub mod identity;
 pub mod locks;

@@ -72,6 +72,22 @@ pub struct ServeArgs {
     /// Seconds a runner's lease on a running job lasts without a heartbeat [default: 30]
     #[arg(long, env = "DRAVEN_RUNNER_LEASE_SECS")]
     pub runner_lease_secs: Option<u64>,
+    /// Where X-Callback-Url deliveries may go: comma-separated CIDRs and host patterns
+    /// (`10.0.0.0/8,hooks.example.com,*.example.org`) [default: any public address]
+    #[arg(long, env = "DRAVEN_CALLBACK_ALLOW")]
+    pub callback_allow: Option<String>,
+    /// Invocations per second per tenant, across its functions [default: unlimited]
+    #[arg(long, env = "DRAVEN_TENANT_INVOKE_RATE")]
+    pub tenant_invoke_rate: Option<u32>,
+    /// Invocation records kept in memory for status queries [default: 50000]
+    #[arg(long, env = "DRAVEN_INVOCATION_RETENTION")]
+    pub invocation_retention: Option<usize>,
+    /// Seconds a finished invocation's record (and Idempotency-Key) is kept [default: 3600]
+    #[arg(long, env = "DRAVEN_INVOCATION_TTL_SECS")]
+    pub invocation_ttl_secs: Option<u64>,
+    /// Dead letters kept per function [default: 10000]
+    #[arg(long, env = "DRAVEN_DLQ_CAPACITY")]
+    pub dlq_capacity: Option<usize>,
 }
 
 /// Flags of `draven runner`.
@@ -109,6 +125,11 @@ pub struct FileConfig {
     pub shutdown_delay_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub runner_lease_secs: Option<u64>,
+    pub callback_allow: Option<String>,
+    pub tenant_invoke_rate: Option<u32>,
+    pub invocation_retention: Option<usize>,
+    pub invocation_ttl_secs: Option<u64>,
+    pub dlq_capacity: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -128,6 +149,11 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub runner_lease: Duration,
+    pub callback_allow: String,
+    pub tenant_invoke_rate: Option<u32>,
+    pub invocation_retention: usize,
+    pub invocation_ttl: Duration,
+    pub dlq_capacity: usize,
 }
 
 /// Every `DRAVEN_*` variable Draven reads; others are warned about (likely typos).
@@ -147,6 +173,11 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_SHUTDOWN_DELAY_SECS",
     "DRAVEN_SHUTDOWN_GRACE_SECS",
     "DRAVEN_RUNNER_LEASE_SECS",
+    "DRAVEN_CALLBACK_ALLOW",
+    "DRAVEN_TENANT_INVOKE_RATE",
+    "DRAVEN_INVOCATION_RETENTION",
+    "DRAVEN_INVOCATION_TTL_SECS",
+    "DRAVEN_DLQ_CAPACITY",
     "DRAVEN_SERVER",
     "DRAVEN_RUNNER_TOKEN",
     "DRAVEN_RUNNER_NAME",
@@ -264,6 +295,31 @@ impl Config {
                     .unwrap_or(30)
                     .max(1),
             ),
+            callback_allow: args
+                .callback_allow
+                .clone()
+                .or(file.callback_allow)
+                .unwrap_or_default(),
+            tenant_invoke_rate: args
+                .tenant_invoke_rate
+                .or(file.tenant_invoke_rate)
+                .filter(|r| *r > 0),
+            invocation_retention: args
+                .invocation_retention
+                .or(file.invocation_retention)
+                .unwrap_or(50_000)
+                .max(100),
+            invocation_ttl: Duration::from_secs(
+                args.invocation_ttl_secs
+                    .or(file.invocation_ttl_secs)
+                    .unwrap_or(3600)
+                    .max(1),
+            ),
+            dlq_capacity: args
+                .dlq_capacity
+                .or(file.dlq_capacity)
+                .unwrap_or(10_000)
+                .max(1),
         })
     }
 

@@ -119,6 +119,43 @@ fn spawn_job_reaper(db: Db) {
     });
 }
 
+/// The functions engine with the local executor.
+fn functions_engine(
+    config: &Config,
+    db: &Db,
+    kek: Arc<dyn draven_store::crypto::KeyEncryptionKey>,
+    logs: &Path,
+    max_body: usize,
+) -> Result<draven_functions::Engine> {
+    use draven_functions::executor::local::{LocalConfig, LocalExecutor};
+    let allow = draven_functions::callback::AllowList::parse(&config.callback_allow)
+        .map_err(|e| anyhow::anyhow!("DRAVEN_CALLBACK_ALLOW: {e}"))?;
+    let engine_config = draven_functions::EngineConfig {
+        limits: draven_functions::spec::SpecLimits {
+            max_payload_bytes: max_body,
+            ..Default::default()
+        },
+        invocation_capacity: config.invocation_retention,
+        invocation_ttl: config.invocation_ttl,
+        dlq_capacity: config.dlq_capacity,
+        tenant_rate: config
+            .tenant_invoke_rate
+            .map(|r| draven_functions::spec::RateLimit {
+                per_second: r,
+                burst: None,
+            }),
+        callback_allow: allow,
+        ..Default::default()
+    };
+    let local = LocalExecutor::new(LocalConfig::new(logs.to_owned()));
+    Ok(draven_functions::Engine::new(
+        db.clone(),
+        kek,
+        vec![Arc::new(local)],
+        engine_config,
+    ))
+}
+
 /// `draven runner`: the agent loop until SIGTERM/SIGINT (a job in progress is finished first).
 pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
     init_logging(LogFormat::Json, "info");
@@ -187,11 +224,21 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 
     spawn_orphan_sweeper(draven_registry::Registry::new(db.clone(), blobs.clone()));
     spawn_job_reaper(db.clone());
+    let kek: Arc<dyn draven_store::crypto::KeyEncryptionKey> = Arc::new(kek);
+    let function_logs = config.data_dir.join("functions").join("logs");
+    let engine = functions_engine(
+        &config,
+        &db,
+        kek.clone(),
+        &function_logs,
+        config.max_body_bytes,
+    )?;
+    engine.spawn_refresher();
     let draining = Draining::default();
     let app = draven_api::app(Services {
         db: db.clone(),
         blobs,
-        kek: Arc::new(kek),
+        kek,
         config: ApiConfig {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
@@ -200,6 +247,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         },
         draining: draining.clone(),
         git_cache: config.data_dir.join("git-cache"),
+        functions: Some(engine.clone()),
+        function_logs: Some(function_logs),
     })
     .map_err(anyhow::Error::msg)?;
 
@@ -212,9 +261,17 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.shutdown_delay;
+    let grace = config.shutdown_grace;
+    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<usize>();
     tokio::spawn(async move {
         wait_for_signal().await;
         draining.start();
+        // Functions: no new invocations from now; queued and running ones finish within the
+        // grace period, then function instances stop.
+        tokio::spawn(async move {
+            let left = engine.drain(grace).await;
+            let _ = drained_tx.send(left);
+        });
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
@@ -227,13 +284,19 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         let _ = graceful.wait_for(|stop| *stop).await;
     });
     let mut grace_rx = stop_rx;
-    let grace = config.shutdown_grace;
     tokio::select! {
         result = server => result.context("serving")?,
         _ = async move {
             let _ = grace_rx.wait_for(|stop| *stop).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!(grace_secs = grace.as_secs(), "grace period over with requests still in flight; exiting"),
+    }
+    match drained_rx.await {
+        Ok(0) => tracing::info!("function queues drained"),
+        Ok(left) => {
+            tracing::warn!(unfinished = left, "grace period over with invocations unfinished")
+        }
+        Err(_) => {}
     }
     db.close().await;
     tracing::info!("stopped");

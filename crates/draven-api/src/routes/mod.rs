@@ -6,6 +6,7 @@ pub mod audit;
 pub mod callbacks;
 pub mod deploy;
 pub mod environments;
+pub mod functions;
 pub mod identity;
 pub mod registry;
 pub mod runner;
@@ -40,6 +41,7 @@ use utoipa_axum::routes;
         (name = "deploy", description = "Projects, environment policies and deploy jobs"),
         (name = "runner", description = "The runner agent: claim, heartbeat, logs, finish"),
         (name = "callbacks", description = "Per-job callbacks for whatever executes a job (runner or external pipeline), authenticated by the job's callback token"),
+        (name = "functions", description = "Function definitions, the invocation gateway (sync and async), invocations and the dead-letter queue"),
     )
 )]
 struct ApiDoc;
@@ -243,6 +245,26 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(callbacks::step))
         .routes(routes!(callbacks::logs))
         .routes(routes!(callbacks::finish))
+        .routes(routes!(functions::list_functions))
+        .routes(routes!(
+            functions::get_function,
+            functions::put_function,
+            functions::delete_function
+        ))
+        .routes(routes!(functions::invoke))
+        .routes(routes!(functions::invoke_async))
+        .routes(routes!(functions::get_invocation))
+        .routes(routes!(functions::function_logs))
+        .routes(routes!(
+            functions::list_dead_letters,
+            functions::purge_dead_letters
+        ))
+        .routes(routes!(
+            functions::get_dead_letter,
+            functions::delete_dead_letter
+        ))
+        .routes(routes!(functions::redrive_dead_letter))
+        .routes(routes!(functions::redrive_all))
 }
 
 /// `?cursor=…&limit=…` on every list.

@@ -12,6 +12,7 @@ use std::sync::Arc;
 const ADMIN: &str = "test-bootstrap-admin-token";
 
 mod deploy;
+mod functions;
 mod registry;
 mod runner;
 
@@ -22,6 +23,8 @@ pub(crate) struct App {
     draining: Draining,
     blobs: draven_blob::testing::TestBlobs,
     _git_cache: tempfile::TempDir,
+    engine: draven_functions::Engine,
+    _fn_logs: tempfile::TempDir,
 }
 
 pub(crate) struct Resp {
@@ -85,13 +88,19 @@ impl App {
         blobs.blobs.init_probe().await.unwrap();
         let draining = Draining::default();
         let git_cache = tempfile::tempdir().unwrap();
+        let kek: Arc<dyn draven_store::crypto::KeyEncryptionKey> =
+            Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap());
+        let fn_logs = tempfile::tempdir().unwrap();
+        let engine = functions::engine(&db, kek.clone(), fn_logs.path());
         let app = draven_api::app(Services {
             db: db.db.clone(),
             blobs: blobs.blobs.clone(),
-            kek: Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap()),
+            kek,
             config,
             draining: draining.clone(),
             git_cache: git_cache.path().to_owned(),
+            functions: Some(engine.clone()),
+            function_logs: Some(fn_logs.path().to_owned()),
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -111,6 +120,8 @@ impl App {
             draining,
             blobs,
             _git_cache: git_cache,
+            engine,
+            _fn_logs: fn_logs,
         }
     }
 

@@ -1,0 +1,614 @@
+//! Functions over HTTP with real function processes (the examples, the watchdog, a shell
+//! script): definitions, sync and async invocation, errors, idempotency, callbacks, retries,
+//! the dead-letter queue, bounded queues under load, crashes, routing and logs.
+
+use super::{App, Resp, ADMIN};
+use draven_functions::executor::local::{LocalConfig, LocalExecutor};
+use draven_functions::executor::{
+    Deployed, Deployment, ExecError, ExecRequest, ExecResponse, Executor, InstanceStats,
+};
+use draven_store::testing::TestDb;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Stands in for the Kubernetes executor (its own issue) to prove routing: answers with its
+/// name and counts calls.
+struct Recording(Arc<AtomicUsize>);
+struct RecordingDeployed(Arc<AtomicUsize>);
+
+impl Executor for Recording {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+    fn deploy(
+        &self,
+        _: Arc<Deployment>,
+    ) -> Result<Arc<dyn Deployed>, draven_core::Error> {
+        Ok(Arc::new(RecordingDeployed(self.0.clone())))
+    }
+}
+
+impl Deployed for RecordingDeployed {
+    fn invoke(
+        &self,
+        _: ExecRequest,
+    ) -> futures::future::BoxFuture<'_, Result<ExecResponse, ExecError>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async {
+            Ok(ExecResponse {
+                status: 200,
+                content_type: Some("text/plain".into()),
+                body: bytes::Bytes::from_static(b"ran on the recording executor"),
+                cold_start: None,
+            })
+        })
+    }
+    fn shutdown(&self) -> futures::future::BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+    fn stats(&self) -> InstanceStats {
+        InstanceStats::default()
+    }
+}
+
+pub(crate) fn engine(
+    db: &TestDb,
+    kek: Arc<dyn draven_store::crypto::KeyEncryptionKey>,
+    logs: &std::path::Path,
+) -> draven_functions::Engine {
+    let config = draven_functions::EngineConfig {
+        callback_allow: draven_functions::callback::AllowList::parse("127.0.0.1/32").unwrap(),
+        callback_backoff: Duration::from_millis(20),
+        callback_attempts: 3,
+        limits: draven_functions::spec::SpecLimits {
+            max_payload_bytes: 64 * 1024,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    draven_functions::Engine::new(
+        db.db.clone(),
+        kek,
+        vec![
+            Arc::new(LocalExecutor::new(LocalConfig::new(logs.to_owned()))),
+            Arc::new(Recording(Arc::new(AtomicUsize::new(0)))),
+        ],
+        config,
+    )
+}
+
+fn hello() -> String {
+    draven_functions::testing::binary("draven-examples", "hello")
+        .display()
+        .to_string()
+}
+
+fn report() -> String {
+    draven_functions::testing::binary("draven-examples", "report")
+        .display()
+        .to_string()
+}
+
+fn wc_script() -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/functions/wc.sh")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+impl App {
+    async fn define(&self, name: &str, spec: Value) -> Resp {
+        self.send(
+            Method::PUT,
+            &format!("/api/v1/functions/{name}"),
+            Some(ADMIN),
+            Some(spec),
+            &[],
+        )
+        .await
+    }
+
+    async fn invoke(&self, name: &str, token: &str, body: Value, headers: &[(&str, &str)]) -> Resp {
+        self.raw(
+            Method::POST,
+            &format!("/api/v1/functions/{name}/invoke"),
+            token,
+            "application/json",
+            body.to_string().into_bytes(),
+            headers,
+        )
+        .await
+    }
+
+    async fn invoke_async(
+        &self,
+        name: &str,
+        token: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        self.raw(
+            Method::POST,
+            &format!("/api/v1/functions/{name}/invoke-async"),
+            token,
+            "application/json",
+            body.to_string().into_bytes(),
+            headers,
+        )
+        .await
+    }
+
+    async fn finished(&self, id: &str) -> Value {
+        let r = self
+            .get(&format!("/api/v1/invocations/{id}?wait=30"), ADMIN)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.body
+    }
+}
+
+fn pool(command: &str, extra: Value) -> Value {
+    let mut spec = json!({"runtime": {"kind": "process", "command": command}});
+    if let Value::Object(m) = extra {
+        for (k, v) in m {
+            spec[k] = v;
+        }
+    }
+    spec
+}
+
+async fn definitions_are_validated_and_versioned(db: TestDb) {
+    let app = App::start(db).await;
+    let r = app
+        .define("hello", json!({"runtime": {"kind": "process", "command": ""}}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.problem(), ("validation-failed", Some("runtime.command")));
+    let r = app
+        .define("hello", pool(&hello(), json!({"secrets": [{"env": "TOKEN", "secret": "missing"}]})))
+        .await;
+    assert_eq!(r.problem(), ("validation-failed", Some("secrets")));
+    let r = app.define("Bad Name", pool(&hello(), json!({}))).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = app.define("hello", pool(&hello(), json!({}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.headers["etag"], "\"1\"");
+    assert_eq!(r.body["spec"]["retries"], 3, "defaults are filled in");
+    let r = app
+        .send(
+            Method::PUT,
+            "/api/v1/functions/hello",
+            Some(ADMIN),
+            Some(pool(&hello(), json!({"timeout_ms": 5000}))),
+            &[("if-match", "\"7\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+    let r = app
+        .send(
+            Method::PUT,
+            "/api/v1/functions/hello",
+            Some(ADMIN),
+            Some(pool(&hello(), json!({"timeout_ms": 5000}))),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["revision"], 2);
+    let r = app.get("/api/v1/functions", ADMIN).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 1);
+    let r = app
+        .send(Method::DELETE, "/api/v1/functions/hello", Some(ADMIN), None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = app.invoke("hello", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.problem().0, "not-found");
+    let trail = app.audit("action=function.create").await;
+    assert_eq!(trail.len(), 1);
+}
+
+async fn sync_invocations_reach_a_warm_process(db: TestDb) {
+    let app = App::start(db).await;
+    app.define("hello", pool(&hello(), json!({}))).await.ok();
+    let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = app
+        .invoke("hello", ADMIN, json!({"name": "Ada"}), &[("traceparent", trace)])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["greeting"], "Hello, Ada!");
+    let id = r.headers["x-invocation-id"].to_str().unwrap().to_owned();
+    let inv = app.finished(&id).await;
+    assert_eq!(inv["state"], "succeeded");
+    assert_eq!(inv["executor"], "local");
+    assert_eq!(inv["mode"], "sync");
+    assert_eq!(inv["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(inv["cold_start_ms"].as_f64().unwrap() > 0.0, "{inv}");
+    // The second call reuses the instance.
+    let r = app.invoke("hello", ADMIN, json!({"name": "Bo"}), &[]).await;
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
+    assert!(inv.get("cold_start_ms").is_none(), "{inv}");
+    // The function logged with the invocation id and the trace id.
+    let logs = app
+        .get(&format!("/api/v1/functions/hello/logs?invocation={id}"), ADMIN)
+        .await;
+    let line: Value = serde_json::from_str(logs.text.lines().next().unwrap()).unwrap();
+    assert_eq!(line["invocation_id"], id.as_str());
+    assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(line["function"], "hello");
+    let live = app.get("/api/v1/functions/hello", ADMIN).await;
+    assert_eq!(live.body["live"]["instances"]["instances"], 1, "{}", live.text);
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    for name in [
+        "draven_function_invocations_total",
+        "draven_function_duration_seconds_bucket",
+        "draven_function_latency_seconds_bucket",
+        "draven_function_cold_starts_total",
+        "draven_function_cold_start_seconds_bucket",
+        "draven_function_queue_depth",
+        "draven_function_in_flight",
+    ] {
+        assert!(metrics.contains(name), "{name} missing");
+    }
+}
+
+async fn bad_invocations_get_clear_errors(db: TestDb) {
+    let app = App::start(db).await;
+    app.define(
+        "hello",
+        pool(
+            &hello(),
+            json!({"timeout_ms": 300, "max_payload_bytes": 200,
+                   "input_schema": {"type": "object", "properties": {"name": {"type": "string"}}}}),
+        ),
+    )
+    .await
+    .ok();
+    let r = app.invoke("nope", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = app
+        .invoke("hello", ADMIN, json!({"name": "x".repeat(300)}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text);
+    let r = app.invoke("hello", ADMIN, json!({"name": 5}), &[]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.problem(), ("validation-failed", Some("/name")));
+    // The deadline: 504 naming the invocation, which is recorded as timed out.
+    let r = app.invoke("hello", ADMIN, json!({"sleep_ms": 5000}), &[]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text);
+    assert_eq!(r.problem().0, "invocation-timed-out");
+    let id = r.headers["x-invocation-id"].to_str().unwrap().to_owned();
+    assert!(r.body["detail"].as_str().unwrap().contains(&id));
+    assert_eq!(app.finished(&id).await["state"], "timed_out");
+    // The function stopped at the deadline (the SDK drops the handler); the next call works.
+    let r = app.invoke("hello", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    // The function's own error answer is passed through.
+    let r = app.invoke("hello", ADMIN, json!({"fail": true}), &[]).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.body["error"], "failing as asked");
+    // Idempotency: another payload under the same key is refused.
+    let key = [("idempotency-key", "k-1")];
+    let r = app.invoke("hello", ADMIN, json!({"name": "a"}), &key).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let first = r.headers["x-invocation-id"].clone();
+    let r = app.invoke("hello", ADMIN, json!({"name": "a"}), &key).await;
+    assert_eq!(r.headers["x-invocation-id"], first, "a repeat is the same invocation");
+    let r = app.invoke("hello", ADMIN, json!({"name": "b"}), &key).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.problem(), ("idempotency-key-reused", Some("Idempotency-Key")));
+    // Permissions: a viewer may not invoke; a grant naming another function does not help.
+    let viewer = app.user_with("vera", "viewer", None, None).await;
+    let r = app.invoke("hello", &viewer, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let other = app.user_with("otto", "editor", Some("other-fn"), None).await;
+    let r = app.invoke("hello", &other, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let scoped = app.user_with("ivy", "editor", Some("hello"), None).await;
+    let r = app.invoke("hello", &scoped, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // Rate limit per function.
+    app.define(
+        "limited",
+        pool(&hello(), json!({"rate_limit": {"per_second": 1, "burst": 2}})),
+    )
+    .await
+    .ok();
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let r = app.invoke("limited", ADMIN, json!({}), &[]).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.problem().0, "rate-limited");
+            assert!(r.headers.contains_key("retry-after"));
+        }
+        codes.push(r.status.as_u16());
+    }
+    assert_eq!(codes, [200, 200, 429, 429]);
+}
+
+/// A local HTTP receiver for callbacks: records (headers, body).
+async fn receiver() -> (String, Arc<tokio::sync::Mutex<Vec<(reqwest::header::HeaderMap, bytes::Bytes)>>>) {
+    let got = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+            let store = store.clone();
+            async move {
+                store.lock().await.push((headers, body));
+                StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+async fn async_invocations_call_back_signed(db: TestDb) {
+    let app = App::start(db).await;
+    app.send(
+        Method::PUT,
+        "/api/v1/secrets/report-hook",
+        Some(ADMIN),
+        Some(json!({"value": "hook-secret"})),
+        &[],
+    )
+    .await
+    .ok();
+    app.define("report", pool(&report(), json!({"callback_secret": "report-hook"})))
+        .await
+        .ok();
+    let (url, got) = receiver().await;
+    let headers = [("x-callback-url", url.as_str()), ("idempotency-key", "report-1")];
+    let payload = json!({"numbers": [3, 1, 2], "work_ms": 100});
+    let r = app.invoke_async("report", ADMIN, payload.clone(), &headers).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let id = r.body["invocation_id"].as_str().unwrap().to_owned();
+    assert_eq!(r.headers["location"], format!("/api/v1/invocations/{id}").as_str());
+    // A repeat, even while it runs, is the same invocation.
+    let again = app.invoke_async("report", ADMIN, payload, &headers).await;
+    assert_eq!(again.body["invocation_id"], id.as_str());
+    let inv = app.finished(&id).await;
+    assert_eq!(inv["state"], "succeeded", "{inv}");
+    assert_eq!(inv["result"]["body"]["sorted"], json!([1.0, 2.0, 3.0]));
+    // The callback arrives once, signed (Standard Webhooks).
+    let mut delivered = None;
+    for _ in 0..100 {
+        if let Some(d) = got.lock().await.first().cloned() {
+            delivered = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (h, body) = delivered.expect("callback delivered");
+    assert_eq!(h["webhook-id"], id.as_str());
+    assert_eq!(h["x-draven-outcome"], "succeeded");
+    let ts: i64 = h["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    let expected = draven_functions::callback::sign(b"hook-secret", &id, ts, &body);
+    assert_eq!(h["webhook-signature"], expected.as_str());
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["count"], 3);
+    let inv = app.finished(&id).await;
+    assert_eq!(inv["callback"]["delivered"], true, "{inv}");
+    // Internal targets are refused unless allowed; a function without a secret cannot call back.
+    let r = app
+        .invoke_async("report", ADMIN, json!({"numbers": []}), &[("x-callback-url", "http://10.0.0.1/x")])
+        .await;
+    assert_eq!(r.problem(), ("validation-failed", Some("X-Callback-Url")));
+    app.define("hello", pool(&hello(), json!({}))).await.ok();
+    let r = app
+        .invoke_async("hello", ADMIN, json!({}), &[("x-callback-url", url.as_str())])
+        .await;
+    assert_eq!(r.problem(), ("validation-failed", Some("X-Callback-Url")));
+}
+
+async fn failures_retry_then_dead_letter(db: TestDb) {
+    let app = App::start(db).await;
+    app.define(
+        "hello",
+        pool(&hello(), json!({"retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}})),
+    )
+    .await
+    .ok();
+    // An error answer (500) is retried; so is a crash mid-invocation.
+    let failing = app.invoke_async("hello", ADMIN, json!({"fail": true}), &[]).await;
+    let crashing = app.invoke_async("hello", ADMIN, json!({"exit": true}), &[]).await;
+    for (r, kind) in [(failing, "error"), (crashing, "crashed")] {
+        let id = r.body["invocation_id"].as_str().unwrap().to_owned();
+        let inv = app.finished(&id).await;
+        assert_eq!(inv["state"], "failed", "{inv}");
+        assert_eq!(inv["attempts"], 3, "{inv}");
+        assert_eq!(inv["failure"]["kind"], kind, "{inv}");
+        assert_eq!(inv["dead_lettered"], true);
+    }
+    // A bad input (4xx) is not retried.
+    let r = app
+        .raw(Method::POST, "/api/v1/functions/hello/invoke-async", ADMIN, "application/json", b"not json".to_vec(), &[])
+        .await;
+    let inv = app.finished(r.body["invocation_id"].as_str().unwrap()).await;
+    assert_eq!(inv["attempts"], 1, "{inv}");
+    // The crashed instance was replaced.
+    let r = app.invoke("hello", ADMIN, json!({"name": "again"}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let dlq = app.get("/api/v1/functions/hello/dead-letters", ADMIN).await;
+    let items = dlq.body.as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{}", dlq.text);
+    let id = items
+        .iter()
+        .find(|d| d["failure"]["kind"] == "error" && d["attempts"] == 3)
+        .expect("the failing invocation's dead letter")["invocation_id"]
+        .as_str()
+        .unwrap();
+    let one = app
+        .get(&format!("/api/v1/functions/hello/dead-letters/{id}"), ADMIN)
+        .await;
+    assert_eq!(one.body["payload"], json!({"fail": true}).to_string());
+    let r = app
+        .send(Method::POST, &format!("/api/v1/functions/hello/dead-letters/{id}/redrive"), Some(ADMIN), None, &[])
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let new_id = r.body["invocations"][0]["id"].as_str().unwrap().to_owned();
+    let inv = app.finished(&new_id).await;
+    assert_eq!(inv["redriven_from"], id);
+    assert_eq!(inv["state"], "failed", "it fails again and returns to the queue");
+    let dlq = app.get("/api/v1/functions/hello/dead-letters", ADMIN).await;
+    assert_eq!(dlq.body.as_array().unwrap().len(), 3);
+    let r = app
+        .send(Method::DELETE, "/api/v1/functions/hello/dead-letters", Some(ADMIN), None, &[])
+        .await;
+    assert_eq!(r.body["purged"], 3);
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    assert!(metrics.contains("draven_function_retries_total"));
+    assert!(metrics.contains("draven_function_dlq_size"));
+    assert_eq!(app.audit("action=function.dead-letter.purge").await.len(), 1);
+}
+
+async fn queues_are_bounded_and_lose_nothing(db: TestDb) {
+    let app = App::start(db).await;
+    app.define(
+        "slow",
+        pool(&hello(), json!({"max_concurrency": 2, "queue_capacity": 10,
+                              "runtime": {"kind": "process", "command": hello(), "pool": {"instance_concurrency": 1}}})),
+    )
+    .await
+    .ok();
+    // Two invocations take both slots...
+    let mut accepted = Vec::new();
+    for _ in 0..2 {
+        let r = app.invoke_async("slow", ADMIN, json!({"sleep_ms": 400}), &[]).await;
+        accepted.push(r.body["invocation_id"].as_str().unwrap().to_owned());
+    }
+    for _ in 0..100 {
+        let live = app.get("/api/v1/functions/slow", ADMIN).await;
+        if live.body["live"]["running"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...then 10× the queue's capacity arrives at once: exactly the capacity is accepted.
+    let burst = futures::future::join_all((0..100).map(|_| {
+        app.invoke_async("slow", ADMIN, json!({"sleep_ms": 20}), &[])
+    }))
+    .await;
+    let mut rejected = 0;
+    for r in burst {
+        match r.status {
+            StatusCode::ACCEPTED => accepted.push(r.body["invocation_id"].as_str().unwrap().to_owned()),
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(r.problem().0, "queue-full");
+                assert!(r.headers.contains_key("retry-after"));
+                rejected += 1;
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    assert_eq!(accepted.len(), 12, "2 running + a queue of 10");
+    assert_eq!(rejected, 90);
+    for id in &accepted {
+        assert_eq!(app.finished(id).await["state"], "succeeded");
+    }
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    // (The recorder is shared by the tests of this process: at least this test's 90.)
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("draven_function_rejections_total{tenant=\"default\",function=\"slow\",reason=\"queue_full\"}"))
+        .expect("rejections counted");
+    let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 90.0, "{line}");
+}
+
+async fn processes_watchdog_and_routing(db: TestDb) {
+    let app = App::start(db).await;
+    // A process per invocation: stdin → stdout.
+    app.define(
+        "wc",
+        json!({"runtime": {"kind": "process", "command": "/bin/sh", "args": [wc_script()], "mode": "process"}}),
+    )
+    .await
+    .ok();
+    let r = app
+        .raw(Method::POST, "/api/v1/functions/wc/invoke", ADMIN, "text/plain", b"one two three".to_vec(), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["words"], 3);
+    assert_eq!(r.body["invocation_id"], r.headers["x-invocation-id"].to_str().unwrap());
+    // A process-mode timeout kills the process group.
+    app.define(
+        "sleeper",
+        json!({"runtime": {"kind": "process", "command": "/bin/sh", "args": ["-c", "sleep 5; echo late"], "mode": "process"}, "timeout_ms": 200}),
+    )
+    .await
+    .ok();
+    let started = std::time::Instant::now();
+    let r = app.invoke("sleeper", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // The same script behind the watchdog, as a warm pool.
+    let watchdog = draven_functions::testing::binary("draven-fn", "draven-watchdog");
+    app.define(
+        "wc-warm",
+        json!({"runtime": {"kind": "process", "command": watchdog, "args": ["--", "/bin/sh", wc_script()]}}),
+    )
+    .await
+    .ok();
+    let r = app
+        .raw(Method::POST, "/api/v1/functions/wc-warm/invoke", ADMIN, "text/plain", b"a b".to_vec(), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(serde_json::from_str::<Value>(&r.text).unwrap()["words"], 2);
+    // Routing: a container function goes to the other executor, and the invocation says so.
+    app.define(
+        "boxed",
+        json!({"runtime": {"kind": "container", "image": "example/boxed:1"}, "executor": "kubernetes"}),
+    )
+    .await
+    .ok();
+    let r = app.invoke("boxed", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.text, "ran on the recording executor");
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
+    assert_eq!(inv["executor"], "kubernetes");
+    let r = app
+        .define("bad", json!({"runtime": {"kind": "process", "command": "x"}, "executor": "nomad"}))
+        .await;
+    assert_eq!(r.problem(), ("validation-failed", Some("executor")));
+}
+
+async fn draining_refuses_new_invocations(db: TestDb) {
+    let app = App::start(db).await;
+    app.define("hello", pool(&hello(), json!({"max_concurrency": 1}))).await.ok();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = app.invoke_async("hello", ADMIN, json!({"sleep_ms": 100}), &[]).await;
+        ids.push(r.body["invocation_id"].as_str().unwrap().to_owned());
+    }
+    let engine = app.engine.clone();
+    let drain = tokio::spawn(async move { engine.drain(Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let r = app.invoke_async("hello", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
+    assert_eq!(drain.await.unwrap(), 0, "queued and running invocations finished");
+    for id in ids {
+        assert_eq!(app.finished(&id).await["state"], "succeeded");
+    }
+}
+
+draven_store::on_both_backends!(
+    definitions_are_validated_and_versioned,
+    sync_invocations_reach_a_warm_process,
+    bad_invocations_get_clear_errors,
+    async_invocations_call_back_signed,
+    failures_retry_then_dead_letter,
+    queues_are_bounded_and_lose_nothing,
+    processes_watchdog_and_routing,
+    draining_refuses_new_invocations,
+);
