@@ -1,4 +1,4 @@
-//! `draven admin …`: tenants, users, tokens, grants and the audit trail, straight in the
+//! `draven admin …`: tenants, users, tokens, grants, environments, functions and the audit trail, straight in the
 //! database (works while the server is down). Every change is audited as `cli:<os user>`.
 
 use crate::config::{Config, StoreArgs};
@@ -40,6 +40,35 @@ enum AdminCommand {
     /// The audit trail.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Function definitions (a running server picks changes up within seconds).
+    #[command(subcommand)]
+    Functions(FunctionCmd),
+}
+
+#[derive(Subcommand, Debug)]
+enum FunctionCmd {
+    /// Create or replace a definition from a JSON file (`-` for stdin).
+    Put {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+        file: std::path::PathBuf,
+    },
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Print a definition as JSON.
+    Show {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+    },
+    Delete {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        name: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -270,6 +299,7 @@ async fn dispatch(db: &Db, command: AdminCommand) -> Result<ExitCode> {
         AdminCommand::Tokens(cmd) => tokens(db, cmd, &mut out).await?,
         AdminCommand::Grants(cmd) => grants(db, cmd, &mut out).await?,
         AdminCommand::Environments(cmd) => environments(db, cmd, &mut out).await?,
+        AdminCommand::Functions(cmd) => functions(db, cmd, &mut out).await?,
         AdminCommand::Audit(AuditCmd::Verify) => match domain(db.verify_audit().await)? {
             Verification::Intact { records, head } => {
                 writeln!(out, "audit trail intact: {records} records, head {head}")?;
@@ -522,6 +552,62 @@ async fn grants(db: &Db, cmd: GrantCmd, out: &mut impl Write) -> Result<()> {
             let t = tenant_id(db, &tenant).await?;
             domain(db.remove_grant(&cli_actor(Some(t.clone())), &t, &id).await)?;
             writeln!(out, "removed grant {id}")?;
+        }
+    }
+    Ok(())
+}
+
+async fn functions(db: &Db, cmd: FunctionCmd, out: &mut impl Write) -> Result<()> {
+    match cmd {
+        FunctionCmd::Put { tenant, name, file } => {
+            let t = tenant_id(db, &tenant).await?;
+            let slug = Slug::parse("name", &name)?;
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)?;
+                s
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?
+            };
+            let spec = draven_functions::spec::FunctionSpec::parse(
+                text.as_bytes(),
+                &Default::default(),
+                &["local", "kubernetes"],
+            )
+            .map_err(|e| match &e.field {
+                Some(f) => anyhow::anyhow!("{f}: {}", e.message),
+                None => anyhow::anyhow!(e),
+            })?;
+            let (f, created) = domain(
+                db.put_function(
+                    &cli_actor(Some(t.clone())),
+                    &t,
+                    slug.as_str(),
+                    &serde_json::to_string(&spec)?,
+                    None,
+                )
+                .await,
+            )?;
+            let verb = if created { "created" } else { "updated" };
+            writeln!(out, "{verb} function {} (revision {})", f.name, f.revision)?;
+        }
+        FunctionCmd::List { tenant } => {
+            let t = tenant_id(db, &tenant).await?;
+            for f in domain(db.list_functions(&t).await)? {
+                writeln!(out, "{}	revision {}	{}", f.name, f.revision, f.updated_at)?;
+            }
+        }
+        FunctionCmd::Show { tenant, name } => {
+            let t = tenant_id(db, &tenant).await?;
+            let f = domain(db.get_function(&t, &name).await)?;
+            let v: serde_json::Value = serde_json::from_str(&f.spec)?;
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        FunctionCmd::Delete { tenant, name } => {
+            let t = tenant_id(db, &tenant).await?;
+            domain(db.delete_function(&cli_actor(Some(t.clone())), &t, &name).await)?;
+            writeln!(out, "deleted function {name}")?;
         }
     }
     Ok(())

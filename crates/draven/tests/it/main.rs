@@ -376,25 +376,8 @@ fn admin(dir: &Path, args: &[&str]) -> (i32, String, String) {
 }
 
 fn admin_stdin(dir: &Path, args: &[&str], input: &str) -> (i32, String) {
-    let mut all = vec!["admin", "--data-dir", dir.to_str().unwrap()];
-    all.extend_from_slice(args);
-    let mut child = draven(&all)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    let (code, out, err) = admin_stdin_err(dir, args, input);
+    (code, out + &err)
 }
 
 #[tokio::test]
@@ -1327,4 +1310,133 @@ async fn two_servers_share_the_environment_locks() {
     assert_eq!(list["items"].as_array().unwrap().len(), 3);
     assert_eq!(a.stop(), 0);
     assert_eq!(b.stop(), 0);
+}
+
+/// F11 with a real process and a real signal: after SIGTERM no invocation is accepted, and the
+/// queued and running ones finish (their callbacks arrive) before the server exits 0.
+// Multi-threaded: the callback receiver must answer while the test blocks waiting for exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_function_queues() {
+    let hello = draven_functions::testing::binary("draven-examples", "hello");
+    let (hook, got) = callback_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_in(dir.path());
+    cmd.args(["--shutdown-delay-secs", "1"])
+        .env("DRAVEN_BOOTSTRAP_TOKEN", "drain-fn-admin-token")
+        .env("DRAVEN_CALLBACK_ALLOW", "127.0.0.1/32");
+    let mut server = Server::start(cmd);
+    let token = Some("drain-fn-admin-token");
+    let base = server.base.clone();
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/secrets/hook"),
+        token,
+        Some(json!({"value": "s3cret"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, body) = call(
+        reqwest::Method::PUT,
+        &format!("{base}/api/v1/functions/hello"),
+        token,
+        Some(json!({"runtime": {"kind": "process", "command": hello}, "max_concurrency": 1, "callback_secret": "hook"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    let client = reqwest::Client::new();
+    let invoke = |payload: Value| {
+        client
+            .post(format!("{base}/api/v1/functions/hello/invoke-async"))
+            .bearer_auth("drain-fn-admin-token")
+            .header("x-callback-url", hook.as_str())
+            .json(&payload)
+            .send()
+    };
+    for _ in 0..4 {
+        let r = invoke(json!({"sleep_ms": 300})).await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    server.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = invoke(json!({})).await.unwrap();
+    assert_eq!(r.status(), 503, "no new invocations while draining");
+    assert_eq!(server.wait(), 0);
+    let delivered = got.lock().await;
+    assert_eq!(delivered.len(), 4, "every accepted invocation finished and called back");
+    assert!(delivered
+        .iter()
+        .all(|h| h["x-draven-outcome"] == "succeeded"));
+    assert!(server.stderr().contains("function queues drained"));
+}
+
+type Deliveries = std::sync::Arc<tokio::sync::Mutex<Vec<axum::http::HeaderMap>>>;
+
+async fn callback_receiver() -> (String, Deliveries) {
+    let got: Deliveries = Default::default();
+    let store = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let store = store.clone();
+            async move {
+                store.lock().await.push(headers);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), got)
+}
+
+#[test]
+fn admin_cli_manages_functions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(serve_in(dir.path()));
+    assert_eq!(server.stop(), 0);
+    let (code, _, err) = admin_stdin_err(
+        dir.path(),
+        &["functions", "put", "hello", "-"],
+        r#"{"runtime": {"kind": "process", "command": ""}}"#,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("runtime.command"), "{err}");
+    let (code, out, _) = admin_stdin_err(
+        dir.path(),
+        &["functions", "put", "hello", "-"],
+        r#"{"runtime": {"kind": "process", "command": "/bin/cat", "mode": "process"}}"#,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("created function hello (revision 1)"), "{out}");
+    let (_, out, _) = admin(dir.path(), &["functions", "list"]);
+    assert!(out.starts_with("hello\trevision 1"), "{out}");
+    let (_, out, _) = admin(dir.path(), &["functions", "show", "hello"]);
+    let spec: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(spec["retries"], 3);
+    let (code, out, _) = admin(dir.path(), &["functions", "delete", "hello"]);
+    assert_eq!((code, out.trim()), (0, "deleted function hello"));
+}
+
+fn admin_stdin_err(dir: &Path, args: &[&str], input: &str) -> (i32, String, String) {
+    let mut all = vec!["admin", "--data-dir", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let mut child = draven(&all)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
