@@ -65,9 +65,21 @@ impl Draining {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach: one pointer, so the per-request clones axum makes (one per
+/// middleware and extractor) are a single reference-count increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppCore>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppCore;
+
+    fn deref(&self) -> &AppCore {
+        &self.0
+    }
+}
+
+/// The shared parts behind [`AppState`].
+pub struct AppCore {
     pub db: Db,
     pub blobs: Blobs,
     pub registry: draven_registry::Registry,
@@ -109,7 +121,7 @@ pub fn app(services: Services) -> Result<Router, String> {
     let policy = authz::RoutePolicy::from_openapi(&doc)?;
     let openapi_json = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     let docs_html = docs::render(&doc);
-    let state = AppState {
+    let state = AppState(Arc::new(AppCore {
         registry: draven_registry::Registry::new(services.db.clone(), services.blobs.clone()),
         deploys: draven_deploy::service::Deploys::new(
             services.db.clone(),
@@ -130,7 +142,7 @@ pub fn app(services: Services) -> Result<Router, String> {
         docs_html: Arc::new(docs_html),
         functions: services.functions,
         function_logs: services.function_logs,
-    };
+    }));
     Ok(router
         .route_layer(from_fn_with_state(state.clone(), retire_cached_reads))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))

@@ -40,6 +40,16 @@ pub fn metrics_handle() -> PrometheusHandle {
                 .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
+            // Histograms keep raw samples until upkeep folds them into buckets: without it,
+            // memory grows with every request between scrapes.
+            let upkeep = handle.clone();
+            std::thread::Builder::new()
+                .name("metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                    upkeep.run_upkeep();
+                })
+                .expect("spawning the metrics upkeep thread");
             // Another recorder may already be installed in tests; ours still renders its own.
             let _ = metrics::set_global_recorder(recorder);
             describe_metrics();

@@ -36,6 +36,11 @@ enum Command {
     Version,
 }
 
+/// mimalloc: the gateway allocates per request on every worker thread, and glibc's arenas
+/// serialized those threads on their locks (seen in `perf` under load).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()

@@ -64,10 +64,12 @@ impl Conns {
 
     async fn checkout(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
         loop {
-            let Some(c) = self.idle.lock().pop() else {
+            let Some(mut c) = self.idle.lock().pop() else {
                 break;
             };
-            if c.is_ready() {
+            // Right after a response the connection task may not have marked the connection
+            // ready again yet: wait for it rather than dropping a good connection.
+            if !c.is_closed() && c.ready().await.is_ok() {
                 return Ok(c);
             }
         }
