@@ -26,10 +26,12 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    WebhookSignatureInvalid,
+    WebhookReplayed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::MalformedBody,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
@@ -46,6 +48,8 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::WebhookSignatureInvalid,
+        ErrorCode::WebhookReplayed,
     ];
 
     /// (stable slug, HTTP status, human title)
@@ -87,6 +91,16 @@ impl ErrorCode {
             ErrorCode::RateLimited => ("rate-limited", 429, "Too many requests"),
             ErrorCode::Unavailable => ("unavailable", 503, "Service unavailable"),
             ErrorCode::Internal => ("internal", 500, "Internal error"),
+            ErrorCode::WebhookSignatureInvalid => (
+                "webhook-signature-invalid",
+                401,
+                "The webhook signature is missing or does not verify",
+            ),
+            ErrorCode::WebhookReplayed => (
+                "webhook-replayed",
+                409,
+                "This webhook delivery was already received",
+            ),
         }
     }
 

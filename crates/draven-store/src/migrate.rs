@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(4, "deploy", "0004_deploy"),
     migration!(5, "runner", "0005_runner"),
     migration!(6, "deploy_additions", "0006_deploy_additions"),
+    migration!(8, "providers", "0008_providers"),
 ];
 
 impl Migration {

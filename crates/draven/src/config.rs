@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// Seconds a runner's lease on a running job lasts without a heartbeat [default: 30]
     #[arg(long, env = "DRAVEN_RUNNER_LEASE_SECS")]
     pub runner_lease_secs: Option<u64>,
+    /// Draven's public base URL as pipelines and people reach it (callback URLs, links in
+    /// notifications) [default: http://<listen>]
+    #[arg(long, env = "DRAVEN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds between polls of a provider run (webhooks usually arrive first) [default: 15]
+    #[arg(long, env = "DRAVEN_PROVIDER_POLL_SECS")]
+    pub provider_poll_secs: Option<u64>,
 }
 
 /// Flags of `draven runner`.
@@ -109,6 +116,8 @@ pub struct FileConfig {
     pub shutdown_delay_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub runner_lease_secs: Option<u64>,
+    pub public_url: Option<String>,
+    pub provider_poll_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -128,6 +137,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub runner_lease: Duration,
+    pub public_url: String,
+    pub provider_poll: Duration,
 }
 
 /// Every `DRAVEN_*` variable Draven reads; others are warned about (likely typos).
@@ -147,6 +158,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_SHUTDOWN_DELAY_SECS",
     "DRAVEN_SHUTDOWN_GRACE_SECS",
     "DRAVEN_RUNNER_LEASE_SECS",
+    "DRAVEN_PUBLIC_URL",
+    "DRAVEN_PROVIDER_POLL_SECS",
     "DRAVEN_SERVER",
     "DRAVEN_RUNNER_TOKEN",
     "DRAVEN_RUNNER_NAME",
@@ -155,6 +168,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_TEST_DATABASE_URL",
     "DRAVEN_TEST_S3_ENDPOINT",
     "DRAVEN_TEST_S3_BUCKET",
+    "DRAVEN_TEST_SMTP",
+    "DRAVEN_TEST_SMTP_MAILDIR",
     "DRAVEN_BIN",
 ];
 
@@ -218,11 +233,20 @@ impl Config {
                 );
             }
         }
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("DRAVEN_PUBLIC_URL must be an http(s) URL, not {public_url:?}");
+        }
         Ok(Config {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            listen,
             data_dir,
             database_url,
             object_store,
@@ -262,6 +286,13 @@ impl Config {
                 args.runner_lease_secs
                     .or(file.runner_lease_secs)
                     .unwrap_or(30)
+                    .max(1),
+            ),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            provider_poll: Duration::from_secs(
+                args.provider_poll_secs
+                    .or(file.provider_poll_secs)
+                    .unwrap_or(15)
                     .max(1),
             ),
         })

@@ -119,6 +119,36 @@ fn spawn_job_reaper(db: Db) {
     });
 }
 
+/// The provider dispatcher (jobs of github/gitlab/bitbucket projects) and the notifier.
+fn spawn_pipelines(
+    db: &Db,
+    kek: &Arc<dyn draven_store::crypto::KeyEncryptionKey>,
+    config: &Config,
+) {
+    use draven_deploy::dispatch::{DispatchConfig, Dispatcher};
+    use draven_deploy::notify::{Notifier, NotifyConfig};
+    Dispatcher::new(
+        db.clone(),
+        kek.clone(),
+        DispatchConfig {
+            public_url: config.public_url.clone(),
+            poll_interval: config.provider_poll,
+            lease: config.runner_lease,
+            ..DispatchConfig::default()
+        },
+    )
+    .spawn();
+    Notifier::new(
+        db.clone(),
+        kek.clone(),
+        NotifyConfig {
+            public_url: config.public_url.clone(),
+            ..NotifyConfig::default()
+        },
+    )
+    .spawn();
+}
+
 /// `draven runner`: the agent loop until SIGTERM/SIGINT (a job in progress is finished first).
 pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
     init_logging(LogFormat::Json, "info");
@@ -187,11 +217,13 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
 
     spawn_orphan_sweeper(draven_registry::Registry::new(db.clone(), blobs.clone()));
     spawn_job_reaper(db.clone());
+    let kek: Arc<dyn draven_store::crypto::KeyEncryptionKey> = Arc::new(kek);
+    spawn_pipelines(&db, &kek, &config);
     let draining = Draining::default();
     let app = draven_api::app(Services {
         db: db.clone(),
         blobs,
-        kek: Arc::new(kek),
+        kek,
         config: ApiConfig {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,

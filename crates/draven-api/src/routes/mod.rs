@@ -7,11 +7,13 @@ pub mod callbacks;
 pub mod deploy;
 pub mod environments;
 pub mod identity;
+pub mod notifications;
 pub mod registry;
 pub mod runner;
 pub mod secrets;
 pub mod system;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::AppState;
 use serde::{Deserialize, Serialize};
@@ -40,6 +42,7 @@ use utoipa_axum::routes;
         (name = "deploy", description = "Projects, environment policies and deploy jobs"),
         (name = "runner", description = "The runner agent: claim, heartbeat, logs, finish"),
         (name = "callbacks", description = "Per-job callbacks for whatever executes a job (runner or external pipeline), authenticated by the job's callback token"),
+        (name = "webhooks", description = "Pipeline providers' webhook deliveries, verified by their signatures"),
     )
 )]
 struct ApiDoc;
@@ -243,6 +246,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(callbacks::step))
         .routes(routes!(callbacks::logs))
         .routes(routes!(callbacks::finish))
+        .routes(routes!(deploy::set_integration))
+        .routes(routes!(
+            notifications::get_notifications,
+            notifications::set_notifications
+        ))
+        .routes(routes!(webhooks::github))
+        .routes(routes!(webhooks::gitlab))
+        .routes(routes!(webhooks::bitbucket))
 }
 
 /// `?cursor=…&limit=…` on every list.
