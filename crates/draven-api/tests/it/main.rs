@@ -12,6 +12,7 @@ use std::sync::Arc;
 const ADMIN: &str = "test-bootstrap-admin-token";
 
 mod deploy;
+mod providers;
 mod registry;
 mod runner;
 
@@ -21,6 +22,8 @@ pub(crate) struct App {
     db: TestDb,
     draining: Draining,
     blobs: draven_blob::testing::TestBlobs,
+    /// The key secrets are sealed with (the dispatcher and notifier of a test need it).
+    kek: Arc<MasterKey>,
     _git_cache: tempfile::TempDir,
 }
 
@@ -85,10 +88,11 @@ impl App {
         blobs.blobs.init_probe().await.unwrap();
         let draining = Draining::default();
         let git_cache = tempfile::tempdir().unwrap();
+        let kek = Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap());
         let app = draven_api::app(Services {
             db: db.db.clone(),
             blobs: blobs.blobs.clone(),
-            kek: Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap()),
+            kek: kek.clone(),
             config,
             draining: draining.clone(),
             git_cache: git_cache.path().to_owned(),
@@ -110,6 +114,7 @@ impl App {
             db,
             draining,
             blobs,
+            kek,
             _git_cache: git_cache,
         }
     }
