@@ -601,7 +601,7 @@ mod tests {
                 "bitbucket",
                 serde_json::json!({"workspace": "acme", "repo_slug": "shop", "pipelines": {"*": "deploy"}, "token_secret": "bb", "colour": 1})
             ),
-            Err("integration".into())
+            Err("integration/colour".into())
         );
         assert_eq!(check("local", serde_json::json!({"anything": 1})), Ok(()));
     }
