@@ -319,7 +319,6 @@ impl Notifier {
             tenant_id: &item.tenant_id,
         };
         let secret = |field: &'static str, name: String| {
-            let secrets = secrets;
             async move {
                 secrets
                     .get(field, &name)

@@ -100,7 +100,7 @@ enum Auth {
     App {
         app_id: String,
         installation_id: String,
-        key: ring::signature::RsaKeyPair,
+        key: Box<ring::signature::RsaKeyPair>,
     },
 }
 
@@ -226,9 +226,9 @@ impl GitHub {
                 Auth::App {
                     app_id: app.app_id.clone(),
                     installation_id: app.installation_id.clone(),
-                    key: rsa_key_from_pem(&pem).map_err(|e| {
+                    key: Box::new(rsa_key_from_pem(&pem).map_err(|e| {
                         ProviderError::Permanent(format!("integration/app/private_key_secret: {e}"))
-                    })?,
+                    })?),
                 }
             }
             (None, None) => {
