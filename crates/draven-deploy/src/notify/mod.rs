@@ -318,13 +318,11 @@ impl Notifier {
             kek: self.kek.as_ref(),
             tenant_id: &item.tenant_id,
         };
-        let secret = |field: &'static str, name: String| {
-            async move {
-                secrets
-                    .get(field, &name)
-                    .await
-                    .map_err(|e: ProviderError| e.to_string().replace("integration/", "channel "))
-            }
+        let secret = |field: &'static str, name: String| async move {
+            secrets
+                .get(field, &name)
+                .await
+                .map_err(|e: ProviderError| e.to_string().replace("integration/", "channel "))
         };
         match channel {
             Channel::Slack {

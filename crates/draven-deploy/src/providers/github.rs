@@ -568,4 +568,96 @@ mod tests {
             RemoteStatus::Failed
         );
     }
+
+    fn openssl_key(args: &[&str]) -> String {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl is needed to make a test RSA key");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// GitHub App auth over real HTTP: a JWT signed with the App's key (PKCS#1 as GitHub issues
+    /// keys, and PKCS#8) buys an installation token, which then authorizes the dispatch.
+    #[tokio::test]
+    async fn github_app_installation_token() {
+        use crate::fakes::{Fake, Kind};
+        use crate::providers::Provider;
+        for pem in [
+            openssl_key(&["genrsa", "-traditional", "2048"]),
+            openssl_key(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ]),
+        ] {
+            let key = rsa_key_from_pem(&pem).unwrap();
+            let jwt = app_jwt("12345", &key, 1_700_000_000).unwrap();
+            let parts: Vec<&str> = jwt.split('.').collect();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+            assert_eq!(
+                (
+                    claims["iss"].as_str(),
+                    claims["iat"].as_i64(),
+                    claims["exp"].as_i64()
+                ),
+                (Some("12345"), Some(1_699_999_940), Some(1_700_000_540))
+            );
+            let public = ring::signature::UnparsedPublicKey::new(
+                &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                ring::signature::KeyPair::public_key(&key).as_ref().to_vec(),
+            );
+            public
+                .verify(
+                    format!("{}.{}", parts[0], parts[1]).as_bytes(),
+                    &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+                )
+                .expect("the JWT verifies with the App's public key");
+
+            let fake = Fake::start(Kind::GitHub, "ghs_installation_token").await;
+            let cfg: GithubIntegration = serde_json::from_value(serde_json::json!({
+                "repository": "acme/shop", "api_url": fake.api_url, "workflows": {"*": "deploy.yml"},
+                "app": {"app_id": "12345", "installation_id": "678", "private_key_secret": "k"}
+            }))
+            .unwrap();
+            let gh = GitHub {
+                http: reqwest::Client::new(),
+                api: fake.api_url.clone(),
+                cfg,
+                auth: Auth::App {
+                    app_id: "12345".into(),
+                    installation_id: "678".into(),
+                    key: Box::new(key),
+                },
+                token: tokio::sync::Mutex::new(None),
+            };
+            let req = TriggerRequest {
+                job_id: "job-1".into(),
+                environment: "demo".into(),
+                ref_name: "main".into(),
+                ref_kind: "branch".into(),
+                commit_sha: "abc".into(),
+                kind: "deploy".into(),
+                callback_url: "http://draven/api/v1/callbacks/job-1".into(),
+                callback_token: "t".into(),
+            };
+            let triggered = gh.trigger(&req).await.unwrap();
+            assert!(
+                matches!(triggered, Triggered::Run(ref r) if r.id == "9001"),
+                "{triggered:?}"
+            );
+            assert_eq!(fake.state.lock().unwrap().app_jwts.len(), 1);
+            // The installation token is reused by the same connection.
+            gh.status("9001").await.unwrap();
+            assert_eq!(fake.state.lock().unwrap().app_jwts.len(), 1);
+        }
+    }
 }
