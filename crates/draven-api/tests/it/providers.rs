@@ -557,9 +557,12 @@ async fn gitlab_trigger_token_webhooks_polling_and_provider_move(db: TestDb) {
     .await
     .ok();
     let poll = dispatcher(&app, Duration::from_millis(1));
+    // A 429 with RateLimit-Reset / Retry-After first: retried after the wait.
+    fake.with(|st| st.rate_limit_next = 1);
     let id = deploy(&app).await;
     let j = tick_until_done(&app, &poll, &id).await;
     assert_eq!(j["state"], "SUCCEEDED", "{}", timeline(&j));
+    assert!(timeline(&j).contains("rate limited"), "{}", timeline(&j));
     let vars = fake.run(1).trigger["variables"].clone();
     assert!(vars
         .as_array()
@@ -672,11 +675,17 @@ async fn bitbucket_custom_pipeline_webhooks_polling_and_stop(db: TestDb) {
         "{body}"
     );
 
-    // Polling; COMPLETED/ERROR fails the job.
+    // Polling (after a 429 and an outage, both retried); COMPLETED/ERROR fails the job.
     let poll = dispatcher(&app, Duration::from_millis(1));
+    fake.with(|st| {
+        st.rate_limit_next = 1;
+        st.outage_next = 1;
+    });
     let id = deploy(&app).await;
     let j = tick_until_done(&app, &poll, &id).await;
     assert_eq!(j["state"], "SUCCEEDED", "{}", timeline(&j));
+    assert!(timeline(&j).contains("rate limited"), "{}", timeline(&j));
+    assert!(timeline(&j).contains("HTTP 503"), "{}", timeline(&j));
     fake.with(|st| st.script = vec!["PENDING".into(), "COMPLETED/ERROR".into()]);
     let id = deploy(&app).await;
     let j = tick_until_done(&app, &poll, &id).await;
