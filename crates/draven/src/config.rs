@@ -332,6 +332,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/draven/draven.db");
         assert_eq!(c.object_store, "/srv/draven/objects");
         assert!(!c.log_json);
+        assert_eq!(c.public_url, "http://127.0.0.1:9000");
+        assert_eq!(c.provider_poll, Duration::from_secs(15));
         args.listen = Some("127.0.0.1:9100".parse().unwrap());
         args.store.data_dir = Some("/var/lib/draven".into());
         let c = Config::resolve(&args).unwrap();
