@@ -569,12 +569,18 @@ pub async fn receive_webhook(
         return Ok(WebhookOutcome::Ignored(why));
     }
     let mut job = db
-        .job_by_provider_run(
+        .jobs_by_provider_run(
             provider,
             event.run_id.as_deref(),
             event.run_number.as_deref(),
         )
-        .await?;
+        .await?
+        .into_iter()
+        .find(|j| match &event.repository {
+            Some(repo) => providers::integration_repository(&j.provider, &j.integration)
+                .is_some_and(|r| r.eq_ignore_ascii_case(repo)),
+            None => true,
+        });
     if job.is_none() {
         // A run not recorded yet (GitHub without run details): the job id it carries.
         if let Some(id) = &event.job_id {

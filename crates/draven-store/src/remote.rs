@@ -243,7 +243,7 @@ impl Db {
         failures: i64,
     ) -> Result<()> {
         sqlx::query(
-            "UPDATE deploy_jobs SET provider_phase = $1, provider_next_at = $2, provider_failures = $3 WHERE id = $4",
+            "UPDATE deploy_jobs SET provider_phase = $1, provider_next_at = $2, provider_failures = $3 WHERE id = $4 AND state = 'RUNNING'",
         )
         .bind(phase.as_str())
         .bind(next_at)
@@ -375,7 +375,7 @@ impl Db {
         let mut tx = self.begin().await?;
         let changed = sqlx::query(
             "UPDATE deploy_jobs SET provider_status = $1, provider_url = COALESCE($2, provider_url), log_url = COALESCE($2, log_url) \
-             WHERE id = $3 AND (provider_status IS NULL OR provider_status <> $1)",
+             WHERE id = $3 AND state = 'RUNNING' AND (provider_status IS NULL OR provider_status <> $1)",
         )
         .bind(status)
         .bind(url)
@@ -505,23 +505,24 @@ impl Db {
         Ok(())
     }
 
-    /// The job following a provider's run (by run id, or by run number where the provider's
-    /// webhooks only carry that).
-    pub async fn job_by_provider_run(
+    /// The jobs following a provider's run, newest first: by run id, or by run number where
+    /// the provider's webhooks only carry that (numbers repeat across repositories: the caller
+    /// picks by repository).
+    pub async fn jobs_by_provider_run(
         &self,
         provider: &str,
         run_id: Option<&str>,
         run_number: Option<&str>,
-    ) -> Result<Option<RemoteJob>> {
-        let row = sqlx::query(&format!(
-            "{REMOTE_SELECT} WHERE p.provider = $1 AND (($2 <> '' AND j.provider_run_id = $2) OR ($3 <> '' AND j.provider_run_number = $3)) ORDER BY j.id DESC LIMIT 1"
+    ) -> Result<Vec<RemoteJob>> {
+        let rows = sqlx::query(&format!(
+            "{REMOTE_SELECT} WHERE p.provider = $1 AND (($2 <> '' AND j.provider_run_id = $2) OR ($3 <> '' AND j.provider_run_number = $3)) ORDER BY j.id DESC LIMIT 50"
         ))
         .bind(provider)
         .bind(run_id.unwrap_or_default())
         .bind(run_number.unwrap_or_default())
-        .fetch_optional(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        row.as_ref().map(remote_job).transpose()
+        rows.iter().map(remote_job).collect()
     }
 
     /// Remembers a webhook delivery; `false` when it was received before (a replay).

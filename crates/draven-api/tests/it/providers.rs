@@ -665,6 +665,16 @@ async fn bitbucket_custom_pipeline_webhooks_polling_and_stop(db: TestDb) {
         (401, "webhook-signature-invalid"),
         "{body}"
     );
+    // Build numbers repeat across repositories: another repository's build #1 is not this job's.
+    let ours = fake.delivery(0, HOOK_SECRET);
+    let theirs = String::from_utf8(ours.body.clone()).unwrap().replace(
+        "\"full_name\":\"acme/shop\"",
+        "\"full_name\":\"other/shop\"",
+    );
+    assert!(theirs.contains("other/shop"));
+    let theirs = resign(&ours, theirs.into_bytes(), HOOK_SECRET, "x-hub-signature");
+    let (status, body) = theirs.send(&hook(&app, "bitbucket")).await;
+    assert_eq!((status, code(&body)), (404, "not-found"), "{body}");
     let (status, body) = fake
         .delivery(0, HOOK_SECRET)
         .send(&hook(&app, "bitbucket"))

@@ -302,6 +302,12 @@ pub fn parse_webhook(headers: &HeaderMap, body: &[u8]) -> Result<WebhookEvent, E
     let number = build_number_of(url)
         .ok_or_else(|| malformed("commit_status.url names no pipeline result"))?;
     let state = cs.get("state").and_then(|s| s.as_str()).unwrap_or_default();
+    let repository = v
+        .get("repository")
+        .and_then(|r| r.get("full_name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| malformed("repository.full_name is missing"))?;
     Ok(WebhookEvent {
         delivery_id,
         run_id: None,
@@ -311,6 +317,7 @@ pub fn parse_webhook(headers: &HeaderMap, body: &[u8]) -> Result<WebhookEvent, E
         raw_status: state.to_owned(),
         url: Some(url.to_owned()),
         ignored: None,
+        repository: Some(repository),
     })
 }
 

@@ -318,6 +318,7 @@ pub fn parse_webhook(headers: &HeaderMap, body: &[u8]) -> Result<WebhookEvent, E
         raw_status: info.raw,
         url: info.url,
         ignored: None,
+        repository: None,
     })
 }
 

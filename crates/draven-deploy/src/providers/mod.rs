@@ -140,6 +140,24 @@ pub struct WebhookEvent {
     pub url: Option<String>,
     /// Events Draven does not act on (ping, other event kinds): answered, nothing else.
     pub ignored: Option<String>,
+    /// The repository the delivery is about (`workspace/repo`), where run numbers are only
+    /// unique per repository (Bitbucket).
+    pub repository: Option<String>,
+}
+
+/// The repository an integration names, as webhooks name it (Bitbucket: `workspace/repo`).
+pub fn integration_repository(provider: &str, integration: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(integration).ok()?;
+    match provider {
+        "bitbucket" => Some(format!(
+            "{}/{}",
+            v.get("workspace")?.as_str()?,
+            v.get("repo_slug")?.as_str()?
+        )),
+        "github" => Some(v.get("repository")?.as_str()?.to_owned()),
+        "gitlab" => Some(v.get("project")?.as_str()?.to_owned()),
+        _ => None,
+    }
 }
 
 /// The marker a GitHub run's `run-name` carries so Draven can find the run of a job.
