@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, with every service it needs. Works on a fresh machine: installs and
-# starts PostgreSQL if it is not running, installs an S3-compatible server (moto, from PyPI) in a
-# virtualenv and starts it on a free port, then runs `cargo test --workspace`.
+# starts PostgreSQL if it is not running, installs an S3-compatible server (moto, from PyPI) and an
+# SMTP server (aiosmtpd) in a virtualenv and starts them on free ports, then runs
+# `cargo test --workspace`.
 #
 # With CI=true a service that cannot be provided fails the run (tests never skip in CI).
 # Environment it honours: DRAVEN_TEST_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
@@ -69,7 +70,11 @@ fi
 
 # --- S3 (moto server) ------------------------------------------------------------------------
 moto_pid=""
-cleanup() { [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true; }
+smtp_pid=""
+cleanup() {
+  [ -n "$moto_pid" ] && kill "$moto_pid" 2>/dev/null || true
+  [ -n "$smtp_pid" ] && kill "$smtp_pid" 2>/dev/null || true
+}
 trap cleanup EXIT
 
 start_s3() {
@@ -99,6 +104,31 @@ PY
 }
 mkdir -p target
 start_s3 || fail_or_warn "could not start the S3 test server"
+
+# --- SMTP (aiosmtpd; notification emails land in a maildir the tests read) -------------------
+start_smtp() {
+  local venv="$root/.venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || return 1
+  if ! "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+    log "installing aiosmtpd into $venv"
+    "$venv/bin/pip" install -q 'aiosmtpd>=1.4,<2' || return 1
+  fi
+  local port maildir
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  maildir="$root/target/test-maildir"
+  rm -rf "$maildir" && mkdir -p "$maildir"/{tmp,new,cur}
+  "$venv/bin/python" -m aiosmtpd -n -l "127.0.0.1:$port" -c aiosmtpd.handlers.Mailbox "$maildir" >"$root/target/smtp.log" 2>&1 &
+  smtp_pid=$!
+  for _ in $(seq 1 40); do
+    [ "$(port_open 127.0.0.1 "$port")" = open ] && break
+    sleep 0.25
+  done
+  [ "$(port_open 127.0.0.1 "$port")" = open ] || return 1
+  export DRAVEN_TEST_SMTP="127.0.0.1:$port"
+  export DRAVEN_TEST_SMTP_MAILDIR="$maildir"
+  log "SMTP (aiosmtpd) on $DRAVEN_TEST_SMTP"
+}
+start_smtp || fail_or_warn "could not start the SMTP test server"
 
 # --- the suite ---------------------------------------------------------------------------------
 log "cargo test --workspace"

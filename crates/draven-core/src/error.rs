@@ -32,10 +32,12 @@ pub enum ErrorCode {
     FunctionFailed,
     Unavailable,
     Internal,
+    WebhookSignatureInvalid,
+    WebhookReplayed,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::MalformedBody,
         ErrorCode::ValidationFailed,
         ErrorCode::Unauthenticated,
@@ -55,6 +57,8 @@ impl ErrorCode {
         ErrorCode::FunctionFailed,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::WebhookSignatureInvalid,
+        ErrorCode::WebhookReplayed,
     ];
 
     /// (stable slug, HTTP status, human title)
@@ -101,6 +105,16 @@ impl ErrorCode {
             ErrorCode::FunctionFailed => ("function-failed", 502, "The function failed"),
             ErrorCode::Unavailable => ("unavailable", 503, "Service unavailable"),
             ErrorCode::Internal => ("internal", 500, "Internal error"),
+            ErrorCode::WebhookSignatureInvalid => (
+                "webhook-signature-invalid",
+                401,
+                "The webhook signature is missing or does not verify",
+            ),
+            ErrorCode::WebhookReplayed => (
+                "webhook-replayed",
+                409,
+                "This webhook delivery was already received",
+            ),
         }
     }
 

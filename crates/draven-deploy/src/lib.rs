@@ -7,9 +7,14 @@
 //! tag's signature verifies. The store records jobs and locks; providers, runner and API are
 //! built on these.
 
+pub mod dispatch;
 pub mod git;
 
+#[cfg(any(test, feature = "testing"))]
+pub mod fakes;
+pub mod notify;
 pub mod policy;
+pub mod providers;
 pub mod service;
 pub mod testing;
 

@@ -321,10 +321,12 @@ mod tests {
         let store = InvocationStore::new(SHARDS * 2, 1_000_000);
         let running = store
             .insert(inv("running-0", State::Running, None), None, 0)
+            .ok()
             .unwrap();
         for i in 0..1000 {
             store
                 .insert(inv(&format!("done-{i}"), State::Succeeded, None), None, i)
+                .ok()
                 .unwrap();
         }
         assert!(store.len() <= SHARDS * 3, "{}", store.len());
@@ -341,6 +343,7 @@ mod tests {
         assert!(matches!(store.claim(scope, &[1; 32]), Claim::New));
         store
             .insert(inv("a", State::Running, Some("k1")), Some(key.clone()), 0)
+            .ok()
             .unwrap();
         assert!(matches!(store.claim(scope, &[1; 32]), Claim::Existing(c) if c.snapshot().id == "a"));
         assert!(matches!(store.claim(scope, &[2; 32]), Claim::Reused));

@@ -83,6 +83,11 @@ pub struct Job {
     pub finished_at: Option<String>,
     /// Not started before this time (scheduled deploys).
     pub not_before: Option<String>,
+    /// The provider's run following this job (GitHub run id, GitLab pipeline id, Bitbucket
+    /// pipeline uuid) and its page; none for local projects.
+    pub provider_run_id: Option<String>,
+    pub provider_url: Option<String>,
+    pub provider_status: Option<String>,
     pub events: Vec<JobEventRecord>,
 }
 
@@ -180,6 +185,9 @@ async fn job_from_row(conn: &mut sqlx::AnyConnection, row: &AnyRow) -> Result<Jo
         started_at: opt_time("started_at")?,
         finished_at: opt_time("finished_at")?,
         not_before: opt_time("not_before")?,
+        provider_run_id: row.try_get("provider_run_id")?,
+        provider_url: row.try_get("provider_url")?,
+        provider_status: row.try_get("provider_status")?,
         events,
     })
 }
@@ -256,6 +264,7 @@ pub(crate) async fn transition_in(
         );
     }
     add_event(tx, job_id, to, message, now).await?;
+    crate::notifications::enqueue_in(tx, tenant_id, job_id, to).await?;
     let environment: String = row.try_get("environment")?;
     append(
         tx,

@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "runner", "0005_runner"),
     migration!(6, "deploy_additions", "0006_deploy_additions"),
     migration!(7, "functions", "0007_functions"),
+    migration!(8, "providers", "0008_providers"),
 ];
 
 impl Migration {

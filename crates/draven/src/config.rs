@@ -88,6 +88,13 @@ pub struct ServeArgs {
     /// Dead letters kept per function [default: 10000]
     #[arg(long, env = "DRAVEN_DLQ_CAPACITY")]
     pub dlq_capacity: Option<usize>,
+    /// Draven's public base URL as pipelines and people reach it (callback URLs, links in
+    /// notifications) [default: http://<listen>]
+    #[arg(long, env = "DRAVEN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Seconds between polls of a provider run (webhooks usually arrive first) [default: 15]
+    #[arg(long, env = "DRAVEN_PROVIDER_POLL_SECS")]
+    pub provider_poll_secs: Option<u64>,
 }
 
 /// Flags of `draven runner`.
@@ -130,6 +137,8 @@ pub struct FileConfig {
     pub invocation_retention: Option<usize>,
     pub invocation_ttl_secs: Option<u64>,
     pub dlq_capacity: Option<usize>,
+    pub public_url: Option<String>,
+    pub provider_poll_secs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -154,6 +163,8 @@ pub struct Config {
     pub invocation_retention: usize,
     pub invocation_ttl: Duration,
     pub dlq_capacity: usize,
+    pub public_url: String,
+    pub provider_poll: Duration,
 }
 
 /// Every `DRAVEN_*` variable Draven reads; others are warned about (likely typos).
@@ -178,6 +189,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_INVOCATION_RETENTION",
     "DRAVEN_INVOCATION_TTL_SECS",
     "DRAVEN_DLQ_CAPACITY",
+    "DRAVEN_PUBLIC_URL",
+    "DRAVEN_PROVIDER_POLL_SECS",
     "DRAVEN_SERVER",
     "DRAVEN_RUNNER_TOKEN",
     "DRAVEN_RUNNER_NAME",
@@ -186,6 +199,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_TEST_DATABASE_URL",
     "DRAVEN_TEST_S3_ENDPOINT",
     "DRAVEN_TEST_S3_BUCKET",
+    "DRAVEN_TEST_SMTP",
+    "DRAVEN_TEST_SMTP_MAILDIR",
     "DRAVEN_BIN",
 ];
 
@@ -249,11 +264,20 @@ impl Config {
                 );
             }
         }
+        let listen = args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address"));
+        let public_url = args
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("DRAVEN_PUBLIC_URL must be an http(s) URL, not {public_url:?}");
+        }
         Ok(Config {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            listen,
             data_dir,
             database_url,
             object_store,
@@ -320,6 +344,13 @@ impl Config {
                 .or(file.dlq_capacity)
                 .unwrap_or(10_000)
                 .max(1),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            provider_poll: Duration::from_secs(
+                args.provider_poll_secs
+                    .or(file.provider_poll_secs)
+                    .unwrap_or(15)
+                    .max(1),
+            ),
         })
     }
 
@@ -357,6 +388,8 @@ mod tests {
         assert_eq!(c.database_url, "sqlite:///srv/draven/draven.db");
         assert_eq!(c.object_store, "/srv/draven/objects");
         assert!(!c.log_json);
+        assert_eq!(c.public_url, "http://127.0.0.1:9000");
+        assert_eq!(c.provider_poll, Duration::from_secs(15));
         args.listen = Some("127.0.0.1:9100".parse().unwrap());
         args.store.data_dir = Some("/var/lib/draven".into());
         let c = Config::resolve(&args).unwrap();

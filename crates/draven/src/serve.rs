@@ -156,6 +156,36 @@ fn functions_engine(
     ))
 }
 
+/// The provider dispatcher (jobs of github/gitlab/bitbucket projects) and the notifier.
+fn spawn_pipelines(
+    db: &Db,
+    kek: &Arc<dyn draven_store::crypto::KeyEncryptionKey>,
+    config: &Config,
+) {
+    use draven_deploy::dispatch::{DispatchConfig, Dispatcher};
+    use draven_deploy::notify::{Notifier, NotifyConfig};
+    Dispatcher::new(
+        db.clone(),
+        kek.clone(),
+        DispatchConfig {
+            public_url: config.public_url.clone(),
+            poll_interval: config.provider_poll,
+            lease: config.runner_lease,
+            ..DispatchConfig::default()
+        },
+    )
+    .spawn();
+    Notifier::new(
+        db.clone(),
+        kek.clone(),
+        NotifyConfig {
+            public_url: config.public_url.clone(),
+            ..NotifyConfig::default()
+        },
+    )
+    .spawn();
+}
+
 /// `draven runner`: the agent loop until SIGTERM/SIGINT (a job in progress is finished first).
 pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
     init_logging(LogFormat::Json, "info");
@@ -234,6 +264,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         config.max_body_bytes,
     )?;
     engine.spawn_refresher();
+    spawn_pipelines(&db, &kek, &config);
     let draining = Draining::default();
     let app = draven_api::app(Services {
         db: db.clone(),

@@ -109,11 +109,7 @@ pub async fn create_project(
     if b.repo.trim().is_empty() || b.repo.len() > 2000 || b.repo.starts_with('-') {
         return Err(Error::invalid("repo", "repo must be a repository URL").into());
     }
-    let integration = match &b.integration {
-        serde_json::Value::Null => "{}".to_owned(),
-        v @ serde_json::Value::Object(_) => v.to_string(),
-        _ => return Err(Error::invalid("integration", "integration must be an object").into()),
-    };
+    let integration = integration_json(&b.provider, &b.integration)?;
     let new = NewProject {
         name: if b.name.trim().is_empty() {
             key.to_string()
@@ -138,6 +134,76 @@ pub async fn create_project(
         axum::Json(ProjectView::from(p)),
     )
         .into_response())
+}
+
+/// Checks a project's provider and integration; the integration as stored.
+fn integration_json(provider: &str, integration: &serde_json::Value) -> Result<String, Error> {
+    if !PROVIDERS.contains(&provider) {
+        return Err(Error::invalid(
+            "provider",
+            "provider must be local, github, gitlab or bitbucket",
+        ));
+    }
+    let value = match integration {
+        serde_json::Value::Null => serde_json::json!({}),
+        v @ serde_json::Value::Object(_) => v.clone(),
+        _ => {
+            return Err(Error::invalid(
+                "integration",
+                "integration must be an object",
+            ))
+        }
+    };
+    draven_deploy::providers::validate_integration(provider, &value)?;
+    Ok(value.to_string())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetIntegration {
+    /// local, github, gitlab or bitbucket
+    pub provider: String,
+    /// Repository URL (what `git` resolves refs on); unchanged when absent.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// Provider integration (see docs/providers.md).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub integration: serde_json::Value,
+}
+
+/// Moves a project to a provider (or changes its integration): only these fields change.
+/// Jobs already handed to a pipeline keep following it.
+#[utoipa::path(put, path = "/api/v1/projects/{key}/integration", tag = "deploy", security(("token" = ["tenant:admin"])),
+    params(("key" = String, Path)), request_body = SetIntegration,
+    responses((status = 200, body = ProjectView), (status = 404, body = crate::problem::Problem), (status = 422, body = crate::problem::Problem)))]
+pub async fn set_integration(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(key): Path<String>,
+    Json(b): Json<SetIntegration>,
+) -> ApiResult<axum::Json<ProjectView>> {
+    let current = state.db.get_project(auth.tenant_id(), &key).await?;
+    let integration = integration_json(&b.provider, &b.integration)?;
+    let repo = match b.repo {
+        Some(r) if r.trim().is_empty() || r.len() > 2000 || r.starts_with('-') => {
+            return Err(Error::invalid("repo", "repo must be a repository URL").into())
+        }
+        Some(r) => r.trim().to_owned(),
+        None => current.repo,
+    };
+    let p = state
+        .db
+        .update_project_integration(
+            &auth.actor,
+            auth.tenant_id(),
+            &key,
+            &b.provider,
+            &repo,
+            &integration,
+        )
+        .await?;
+    Ok(axum::Json(p.into()))
 }
 
 /// One project.
@@ -299,6 +365,11 @@ pub struct JobView {
     pub timeout_secs: i64,
     pub exit_code: Option<i64>,
     pub log_url: Option<String>,
+    /// The provider's run following the job (GitHub run id, GitLab pipeline id, Bitbucket
+    /// pipeline uuid), its page and its last reported status.
+    pub provider_run_id: Option<String>,
+    pub provider_url: Option<String>,
+    pub provider_status: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub started_at: Option<String>,
@@ -327,6 +398,9 @@ impl From<Job> for JobView {
             timeout_secs: j.timeout_secs,
             exit_code: j.exit_code,
             log_url: j.log_url,
+            provider_run_id: j.provider_run_id,
+            provider_url: j.provider_url,
+            provider_status: j.provider_status,
             created_at: j.created_at,
             updated_at: j.updated_at,
             started_at: j.started_at,

@@ -8,11 +8,13 @@ pub mod deploy;
 pub mod environments;
 pub mod functions;
 pub mod identity;
+pub mod notifications;
 pub mod registry;
 pub mod runner;
 pub mod secrets;
 pub mod system;
 pub mod tenants;
+pub mod webhooks;
 
 use crate::AppState;
 use serde::{Deserialize, Serialize};
@@ -42,6 +44,7 @@ use utoipa_axum::routes;
         (name = "runner", description = "The runner agent: claim, heartbeat, logs, finish"),
         (name = "callbacks", description = "Per-job callbacks for whatever executes a job (runner or external pipeline), authenticated by the job's callback token"),
         (name = "functions", description = "Function definitions, the invocation gateway (sync and async), invocations and the dead-letter queue"),
+        (name = "webhooks", description = "Pipeline providers' webhook deliveries, verified by their signatures"),
     )
 )]
 struct ApiDoc;
@@ -265,6 +268,14 @@ pub fn api() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(functions::redrive_dead_letter))
         .routes(routes!(functions::redrive_all))
+        .routes(routes!(deploy::set_integration))
+        .routes(routes!(
+            notifications::get_notifications,
+            notifications::set_notifications
+        ))
+        .routes(routes!(webhooks::github))
+        .routes(routes!(webhooks::gitlab))
+        .routes(routes!(webhooks::bitbucket))
 }
 
 /// `?cursor=…&limit=…` on every list.

@@ -13,6 +13,7 @@ const ADMIN: &str = "test-bootstrap-admin-token";
 
 mod deploy;
 mod functions;
+mod providers;
 mod registry;
 mod runner;
 
@@ -22,6 +23,8 @@ pub(crate) struct App {
     db: TestDb,
     draining: Draining,
     blobs: draven_blob::testing::TestBlobs,
+    /// The key secrets are sealed with (the dispatcher and notifier of a test need it).
+    kek: Arc<MasterKey>,
     _git_cache: tempfile::TempDir,
     engine: draven_functions::Engine,
     _fn_logs: tempfile::TempDir,
@@ -88,14 +91,13 @@ impl App {
         blobs.blobs.init_probe().await.unwrap();
         let draining = Draining::default();
         let git_cache = tempfile::tempdir().unwrap();
-        let kek: Arc<dyn draven_store::crypto::KeyEncryptionKey> =
-            Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap());
+        let kek = Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap());
         let fn_logs = tempfile::tempdir().unwrap();
         let engine = functions::engine(&db, kek.clone(), fn_logs.path());
         let app = draven_api::app(Services {
             db: db.db.clone(),
             blobs: blobs.blobs.clone(),
-            kek,
+            kek: kek.clone(),
             config,
             draining: draining.clone(),
             git_cache: git_cache.path().to_owned(),
@@ -119,6 +121,7 @@ impl App {
             db,
             draining,
             blobs,
+            kek,
             _git_cache: git_cache,
             engine,
             _fn_logs: fn_logs,

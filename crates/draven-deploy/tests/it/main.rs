@@ -5,6 +5,8 @@ use draven_deploy::git::{resolve, verify_tag};
 use draven_deploy::testing::fixture;
 use draven_deploy::GitRef;
 
+mod templates;
+
 #[tokio::test]
 async fn refs_resolve_to_commits() {
     let f = fixture();

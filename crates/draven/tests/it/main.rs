@@ -1440,3 +1440,80 @@ fn admin_stdin_err(dir: &Path, args: &[&str], input: &str) -> (i32, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `draven serve` runs the provider dispatcher: a job of a github project is triggered on the
+/// (fake) GitHub with the callback URL under DRAVEN_PUBLIC_URL and followed by polling to its
+/// end.
+#[tokio::test]
+async fn serve_hands_provider_jobs_to_their_pipelines() {
+    use draven_deploy::fakes::{Fake, Kind};
+    let fake = Fake::start(Kind::GitHub, "ghp_fake_token").await;
+    let repo = draven_deploy::testing::fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = serve_in(dir.path());
+    cmd.env("DRAVEN_BOOTSTRAP_TOKEN", "provider-test-admin-token")
+        .env("DRAVEN_PUBLIC_URL", "https://draven.example.com/")
+        .env("DRAVEN_PROVIDER_POLL_SECS", "1");
+    let server = Server::start(cmd);
+    let token = Some("provider-test-admin-token");
+    let url = |p: &str| format!("{}{p}", server.base);
+    let post = |p: &str, body: Value| {
+        let u = url(p);
+        async move { call(reqwest::Method::POST, &u, token, Some(body)).await }
+    };
+    assert_eq!(
+        post("/api/v1/environments", json!({"name": "demo"}))
+            .await
+            .0,
+        201
+    );
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &url("/api/v1/secrets/gh-token"),
+        token,
+        Some(json!({"value": "ghp_fake_token"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    let (s, b) = post(
+        "/api/v1/projects",
+        json!({"key": "shop", "provider": "github", "repo": repo.repo,
+               "integration": {"repository": "acme/shop", "api_url": fake.api_url, "workflows": {"*": "deploy.yml"}, "token_secret": "gh-token"}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, _) = call(
+        reqwest::Method::PUT,
+        &url("/api/v1/projects/shop/environments/demo"),
+        token,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, job) = post(
+        "/api/v1/projects/shop/deploys",
+        json!({"environment": "demo", "ref": "develop"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut last = Value::Null;
+    for _ in 0..100 {
+        last = get(&url(&format!("/api/v1/deploys/{id}")), token).await.1;
+        if last["state"] == "SUCCEEDED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last["state"], "SUCCEEDED", "{last}");
+    assert_eq!(
+        last["provider_url"],
+        "https://github.com/acme/shop/actions/runs/9001"
+    );
+    let run = fake.run(0);
+    assert_eq!(
+        run.trigger["inputs"]["callback_url"].as_str().unwrap(),
+        format!("https://draven.example.com/api/v1/callbacks/{id}")
+    );
+    assert_eq!(server.stop(), 0);
+}
