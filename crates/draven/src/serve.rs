@@ -201,13 +201,17 @@ pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() {
+/// Registers the SIGTERM/SIGINT handlers now (a signal arriving before the returned future is
+/// first polled is not lost to the default action) and resolves on the first of them.
+fn wait_for_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = int.recv() => tracing::info!("SIGINT: draining"),
+        }
     }
 }
 
@@ -283,6 +287,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     })
     .map_err(anyhow::Error::msg)?;
 
+    // Before anyone can learn the address: a SIGTERM from then on drains.
+    let signalled = wait_for_signal();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -295,7 +301,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     let grace = config.shutdown_grace;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<usize>();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         draining.start();
         // Functions: no new invocations from now; queued and running ones finish within the
         // grace period, then function instances stop.

@@ -39,10 +39,20 @@ impl std::fmt::Display for CallError {
     }
 }
 
+type Driver = hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>;
+
+/// One kept-alive connection: the request handle and the connection's I/O driver. The driver
+/// is polled by whoever uses the connection, inside the caller's task, rather than by a task
+/// of its own: a call then costs no hand-off between tasks (and threads) in either direction.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: std::pin::Pin<Box<Driver>>,
+}
+
 pub struct Conns {
     addr: SocketAddr,
     host: HeaderValue,
-    idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    idle: Mutex<Vec<Conn>>,
     max_idle: usize,
     max_answer_bytes: usize,
 }
@@ -62,61 +72,98 @@ impl Conns {
         self.addr
     }
 
-    async fn checkout(&self) -> Result<SendRequest<Full<Bytes>>, CallError> {
-        loop {
-            let Some(mut c) = self.idle.lock().pop() else {
-                break;
-            };
-            // Right after a response the connection task may not have marked the connection
-            // ready again yet: wait for it rather than dropping a good connection.
-            if !c.is_closed() && c.ready().await.is_ok() {
-                return Ok(c);
-            }
-        }
+    async fn connect(&self) -> Result<Conn, CallError> {
         let stream = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(CallError::Connect)?;
         stream.set_nodelay(true).ok();
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| CallError::Broken(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+        })
+    }
+
+    /// Sends `req` on `conn`; on a kept-alive connection that turns out closed before the
+    /// request went out, the request is handed back (`Err(Ok(req))`) to be sent on a new one.
+    async fn exchange(
+        &self,
+        conn: &mut Conn,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Answer, Result<Request<Full<Bytes>>, CallError>> {
+        let Conn { sender, driver } = conn;
+        let limit = self.max_answer_bytes;
+        let work = async {
+            if sender.ready().await.is_err() {
+                return Err(Ok(req));
+            }
+            let resp = match sender.try_send_request(req).await {
+                Ok(r) => r,
+                Err(mut e) => {
+                    return Err(match e.take_message() {
+                        Some(req) => Ok(req),
+                        None => Err(CallError::Broken(e.error().to_string())),
+                    })
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, limit).collect().await.map_err(|e| {
+                Err(
+                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                        CallError::TooLarge
+                    } else {
+                        CallError::Broken(e.to_string())
+                    },
+                )
+            })?;
+            Ok(Answer {
+                status: parts.status,
+                content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+                body: body.to_bytes(),
+            })
+        };
+        tokio::select! {
+            biased;
+            r = work => r,
+            d = driver.as_mut() => Err(Err(CallError::Broken(match d {
+                Ok(()) => "the function closed the connection".into(),
+                Err(e) => e.to_string(),
+            }))),
+        }
     }
 
     /// Sends `req` (its `Host` is set here) and reads the whole answer.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, CallError> {
         req.headers_mut().insert(http::header::HOST, self.host.clone());
-        let mut sender = self.checkout().await?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| CallError::Broken(e.to_string()))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, self.max_answer_bytes)
-            .collect()
-            .await
-            .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    CallError::TooLarge
-                } else {
-                    CallError::Broken(e.to_string())
+        loop {
+            let reused = self.idle.lock().pop();
+            let fresh = reused.is_none();
+            let mut conn = match reused {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            match self.exchange(&mut conn, req).await {
+                Ok(answer) => {
+                    if !conn.sender.is_closed() {
+                        let mut idle = self.idle.lock();
+                        if idle.len() < self.max_idle {
+                            idle.push(conn);
+                        }
+                    }
+                    return Ok(answer);
                 }
-            })?
-            .to_bytes();
-        if !sender.is_closed() {
-            let mut idle = self.idle.lock();
-            if idle.len() < self.max_idle {
-                idle.push(sender);
+                // Not sent: a stale kept-alive connection; try the next one or a new one.
+                Err(Ok(back)) if !fresh => req = back,
+                Err(Ok(_)) => {
+                    return Err(CallError::Broken(
+                        "a new connection closed before the request was sent".into(),
+                    ))
+                }
+                Err(Err(e)) => return Err(e),
             }
         }
-        Ok(Answer {
-            status: parts.status,
-            content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
-            body,
-        })
     }
 
     /// Drops kept-alive connections (the instance is gone).
