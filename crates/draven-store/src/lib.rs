@@ -21,6 +21,7 @@ pub mod registry;
 pub mod registry_release;
 pub mod runner;
 pub mod secrets;
+pub mod sessions;
 pub mod tenants;
 pub mod testing;
 

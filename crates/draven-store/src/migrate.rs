@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "runner", "0005_runner"),
     migration!(6, "deploy_additions", "0006_deploy_additions"),
     migration!(7, "functions", "0007_functions"),
+    migration!(9, "ui", "0009_ui"),
 ];
 
 impl Migration {

@@ -606,7 +606,10 @@ async fn functions(db: &Db, cmd: FunctionCmd, out: &mut impl Write) -> Result<()
         }
         FunctionCmd::Delete { tenant, name } => {
             let t = tenant_id(db, &tenant).await?;
-            domain(db.delete_function(&cli_actor(Some(t.clone())), &t, &name).await)?;
+            domain(
+                db.delete_function(&cli_actor(Some(t.clone())), &t, &name)
+                    .await,
+            )?;
             writeln!(out, "deleted function {name}")?;
         }
     }

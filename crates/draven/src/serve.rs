@@ -294,7 +294,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     match drained_rx.await {
         Ok(0) => tracing::info!("function queues drained"),
         Ok(left) => {
-            tracing::warn!(unfinished = left, "grace period over with invocations unfinished")
+            tracing::warn!(
+                unfinished = left,
+                "grace period over with invocations unfinished"
+            )
         }
         Err(_) => {}
     }

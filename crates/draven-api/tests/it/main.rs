@@ -15,6 +15,7 @@ mod deploy;
 mod functions;
 mod registry;
 mod runner;
+mod ui;
 
 pub(crate) struct App {
     base: String,

@@ -1362,7 +1362,11 @@ async fn sigterm_drains_function_queues() {
     assert_eq!(r.status(), 503, "no new invocations while draining");
     assert_eq!(server.wait(), 0);
     let delivered = got.lock().await;
-    assert_eq!(delivered.len(), 4, "every accepted invocation finished and called back");
+    assert_eq!(
+        delivered.len(),
+        4,
+        "every accepted invocation finished and called back"
+    );
     assert!(delivered
         .iter()
         .all(|h| h["x-draven-outcome"] == "succeeded"));
