@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod ui_browser;
+
 const BIN: &str = env!("CARGO_BIN_EXE_draven");
 
 /// A command with no inherited DRAVEN_* configuration.
