@@ -141,11 +141,14 @@ struct Shard {
     order: VecDeque<(i64, String)>,
 }
 
+/// (tenant, function, key) → (invocation id, payload digest).
+type KeyShard = HashMap<(String, String, String), (String, [u8; 32])>;
+
 /// Bounded, sharded by id.
 pub struct InvocationStore {
     shards: Vec<Mutex<Shard>>,
     /// (tenant, function, key) → (invocation id, payload digest).
-    key_shards: Vec<Mutex<HashMap<(String, String, String), (String, [u8; 32])>>>,
+    key_shards: Vec<Mutex<KeyShard>>,
     per_shard: usize,
     ttl_ms: i64,
 }
@@ -158,6 +161,16 @@ pub enum Claim {
     Existing(Arc<Cell>),
     /// The same key came with a different payload.
     Reused,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::New => f.write_str("New"),
+            Claim::Existing(c) => write!(f, "Existing({})", c.record.lock().id),
+            Claim::Reused => f.write_str("Reused"),
+        }
+    }
 }
 
 fn shard_of(s: &str) -> usize {
@@ -355,17 +368,12 @@ mod tests {
     fn idempotency_keys_find_their_invocation_and_refuse_other_payloads() {
         let store = InvocationStore::new(100, 1_000_000);
         let scope = ("t", "f", "k1");
-        let key = (
-            ("t".to_string(), "f".to_string(), "k1".to_string()),
-            [1u8; 32],
-        );
+        let key = (("t".to_string(), "f".to_string(), "k1".to_string()), [1u8; 32]);
         assert!(matches!(store.claim(scope, &[1; 32]), Claim::New));
         store
             .insert(inv("a", State::Running, Some("k1")), Some(key.clone()), 0)
             .unwrap();
-        assert!(
-            matches!(store.claim(scope, &[1; 32]), Claim::Existing(c) if c.snapshot().id == "a")
-        );
+        assert!(matches!(store.claim(scope, &[1; 32]), Claim::Existing(c) if c.snapshot().id == "a"));
         assert!(matches!(store.claim(scope, &[2; 32]), Claim::Reused));
         // A racing insert under the same key gets the first invocation.
         assert!(matches!(

@@ -243,6 +243,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
             runner_lease: config.runner_lease,
+            session_ttl: config.ui_session_ttl,
+            secure_cookies: config.ui_secure_cookies,
             ..ApiConfig::default()
         },
         draining: draining.clone(),
@@ -294,10 +296,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     match drained_rx.await {
         Ok(0) => tracing::info!("function queues drained"),
         Ok(left) => {
-            tracing::warn!(
-                unfinished = left,
-                "grace period over with invocations unfinished"
-            )
+            tracing::warn!(unfinished = left, "grace period over with invocations unfinished")
         }
         Err(_) => {}
     }

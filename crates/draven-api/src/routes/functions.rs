@@ -35,10 +35,7 @@ fn refusal(r: Refusal) -> Response {
 
 fn engine(state: &AppState) -> Result<&draven_functions::Engine, ApiError> {
     state.functions.as_ref().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            "functions are not enabled on this server",
-        )
+        ApiError::new(ErrorCode::Unavailable, "functions are not enabled on this server")
     })
 }
 
@@ -87,9 +84,7 @@ pub async fn list_functions(
     auth: Auth,
 ) -> ApiResult<axum::Json<Vec<FunctionView>>> {
     let all = state.db.list_functions(auth.tenant_id()).await?;
-    Ok(axum::Json(
-        all.into_iter().map(|f| view(&state, f)).collect(),
-    ))
+    Ok(axum::Json(all.into_iter().map(|f| view(&state, f)).collect()))
 }
 
 /// One function's definition (ETag: its revision) and live counts.
@@ -129,19 +124,11 @@ pub async fn put_function(
         ));
     }
     let spec = engine.parse_spec(&body.bytes)?;
-    for s in spec
-        .secrets
-        .iter()
-        .map(|s| &s.secret)
-        .chain(&spec.callback_secret)
-    {
+    for s in spec.secrets.iter().map(|s| &s.secret).chain(&spec.callback_secret) {
         if let Err(e) = state.db.secret_meta(auth.tenant_id(), s).await {
             let e = Error::from(e);
             return Err(if e.code == ErrorCode::NotFound {
-                ApiError(Error::invalid(
-                    "secrets",
-                    format!("secret {s:?} does not exist"),
-                ))
+                ApiError(Error::invalid("secrets", format!("secret {s:?} does not exist")))
             } else {
                 ApiError(e)
             });
@@ -151,13 +138,7 @@ pub async fn put_function(
     let expected = if_match(&headers, false)?;
     let (stored, created) = state
         .db
-        .put_function(
-            &auth.actor,
-            auth.tenant_id(),
-            name.as_str(),
-            &text,
-            expected,
-        )
+        .put_function(&auth.actor, auth.tenant_id(), name.as_str(), &text, expected)
         .await?;
     engine.unload(auth.tenant_id(), name.as_str());
     let tag = etag(stored.revision);
@@ -216,7 +197,10 @@ fn request<'a>(
     payload: Bytes,
 ) -> Result<InvokeRequest<'a>, ApiError> {
     let key = header_text(headers, &IDEMPOTENCY_KEY);
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
+    if key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 255)
+    {
         return Err(ApiError(Error::invalid(
             "Idempotency-Key",
             "Idempotency-Key must be 1-255 visible ASCII characters",
@@ -279,10 +263,7 @@ pub async fn invoke(
         Ok(SyncResult::Succeeded(inv, out)) | Ok(SyncResult::FunctionError(inv, out)) => {
             let mut resp = Response::new(axum::body::Body::from(out.body));
             *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::OK);
-            if let Some(ct) = out
-                .content_type
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
+            if let Some(ct) = out.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             with_id(resp, &inv.id)
@@ -474,11 +455,7 @@ pub async fn get_invocation(
     }
     let inv = match q.wait {
         Some(s) if !inv.state.finished() => engine
-            .wait(
-                auth.tenant_id(),
-                &id,
-                std::time::Duration::from_secs(s.min(60)),
-            )
+            .wait(auth.tenant_id(), &id, std::time::Duration::from_secs(s.min(60)))
             .await
             .unwrap_or_else(|| engine.invocation(auth.tenant_id(), &id).unwrap_or(inv)),
         _ => inv,
@@ -590,9 +567,7 @@ pub async fn list_dead_letters(
     let f = loaded(&state, &auth, &name).await?;
     let all = engine(&state)?.dead_letters(&f);
     Ok(axum::Json(
-        all.into_iter()
-            .map(|d| dead_letter_view(d, false))
-            .collect(),
+        all.into_iter().map(|d| dead_letter_view(d, false)).collect(),
     ))
 }
 

@@ -262,7 +262,7 @@ async fn deploy_form(ui: &UiState, ctx: &Ctx, f: DeployForm<'_>) -> UiResult {
                 h2 #policy-h { "Policy" }
                 p.muted { "What the environment's policy requires before this deploy runs:" }
                 @for (p, e, pol) in &policies {
-                    div.policy-for data-for={(p) "/" (e)} hidden[!(p == chosen_project && e == f.environment) && !f.environment.is_empty()] {
+                    div.policy-for data-for={(p) "/" (e)} hidden[(p != chosen_project || e != f.environment) && !f.environment.is_empty()] {
                         h3 { (p) " → " (e) }
                         (policy_text(pol))
                     }

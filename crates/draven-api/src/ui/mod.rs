@@ -313,7 +313,7 @@ impl UiState {
         req.extensions_mut()
             .insert(crate::authz::SessionPrincipal(ctx.principal.clone()));
         if let Some(c) = &ctx.client {
-            req.extensions_mut().insert(c.clone());
+            req.extensions_mut().insert(*c);
         }
         match self.api.clone().oneshot(req).await {
             Ok(r) => r,

@@ -136,7 +136,7 @@ pub async fn gate(State(ui): State<UiState>, req: Request, next: Next) -> Respon
             let ctx = Ctx {
                 principal: Arc::new(session.principal.clone()),
                 csrf: String::new(),
-                client: client.clone(),
+                client,
                 form: Arc::new(Form::default()),
             };
             let target = format!("ui:POST {}", parts.uri.path());

@@ -86,8 +86,7 @@ impl Conns {
 
     /// Sends `req` (its `Host` is set here) and reads the whole answer.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, CallError> {
-        req.headers_mut()
-            .insert(http::header::HOST, self.host.clone());
+        req.headers_mut().insert(http::header::HOST, self.host.clone());
         let mut sender = self.checkout().await?;
         let resp = sender
             .send_request(req)
@@ -98,9 +97,7 @@ impl Conns {
             .collect()
             .await
             .map_err(|e| {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
                     CallError::TooLarge
                 } else {
                     CallError::Broken(e.to_string())

@@ -644,6 +644,8 @@ fn serve_help_documents_every_knob() {
         "DRAVEN_IDEMPOTENCY_TTL_SECS",
         "DRAVEN_SHUTDOWN_DELAY_SECS",
         "DRAVEN_SHUTDOWN_GRACE_SECS",
+        "DRAVEN_UI_SESSION_TTL_SECS",
+        "DRAVEN_UI_SECURE_COOKIES",
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),
@@ -1364,11 +1366,7 @@ async fn sigterm_drains_function_queues() {
     assert_eq!(r.status(), 503, "no new invocations while draining");
     assert_eq!(server.wait(), 0);
     let delivered = got.lock().await;
-    assert_eq!(
-        delivered.len(),
-        4,
-        "every accepted invocation finished and called back"
-    );
+    assert_eq!(delivered.len(), 4, "every accepted invocation finished and called back");
     assert!(delivered
         .iter()
         .all(|h| h["x-draven-outcome"] == "succeeded"));

@@ -590,3 +590,39 @@ async fn the_ui_in_a_real_browser() {
     let _ = runner.kill();
     let _ = runner.wait();
 }
+
+/// `draven admin users password` sets the password the UI's sign-in checks.
+#[tokio::test]
+async fn admin_cli_sets_a_password_for_the_ui() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Server::start(super::serve_in(dir.path())));
+    let (code, out) = super::admin_stdin(
+        dir.path(),
+        &["users", "password", "admin"],
+        "short\n",
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("at least 8 characters"), "{out}");
+    let (code, out) = super::admin_stdin(dir.path(), &["users", "password", "admin"], "correct horse battery\n");
+    assert_eq!((code, out.trim()), (0, "set the password of admin"));
+    let server = Server::start(super::serve_in(dir.path()));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http.get(format!("{}/ui/login", server.base)).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let page = login.text().await.unwrap();
+    let at = page.find(r#"name="_csrf" value=""#).unwrap() + r#"name="_csrf" value=""#.len();
+    let csrf = &page[at..at + page[at..].find('"').unwrap()];
+    let signed_in = http
+        .post(format!("{}/ui/login", server.base))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_csrf={csrf}&tenant=default&username=admin&password=correct+horse+battery"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    assert!(signed_in.headers()["set-cookie"].to_str().unwrap().starts_with("draven_session="));
+}
