@@ -171,6 +171,15 @@ pub async fn runner(args: crate::config::RunnerArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Polls a future once, so its first step (installing signal handlers) runs now.
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) {
+    std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut *f).poll(cx);
+        std::task::Poll::Ready(())
+    })
+    .await
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
@@ -259,14 +268,17 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %db.backend_name(), "listening");
-    println!("draven: listening on http://{addr}");
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.shutdown_delay;
     let grace = config.shutdown_grace;
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<usize>();
+    // Handlers are installed before anyone can know the address: a SIGTERM right after the
+    // "listening" line drains instead of killing the process.
+    let signalled = wait_for_signal();
+    let mut signalled = Box::pin(signalled);
+    futures_poll_once(&mut signalled).await;
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         draining.start();
         // Functions: no new invocations from now; queued and running ones finish within the
         // grace period, then function instances stop.
@@ -277,6 +289,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
+    println!("draven: listening on http://{addr}");
     let mut graceful = stop_rx.clone();
     let server = axum::serve(
         listener,
