@@ -297,10 +297,16 @@ impl FunctionSpec {
                 ..
             } => {
                 if command.trim().is_empty() {
-                    return Err(Error::invalid("runtime.command", "command must not be empty"));
+                    return Err(Error::invalid(
+                        "runtime.command",
+                        "command must not be empty",
+                    ));
                 }
                 if command.contains('\0') || args.iter().any(|a| a.contains('\0')) {
-                    return Err(Error::invalid("runtime.args", "arguments must not contain NUL"));
+                    return Err(Error::invalid(
+                        "runtime.args",
+                        "arguments must not contain NUL",
+                    ));
                 }
                 if self.executor != "local" {
                     return Err(Error::invalid(
@@ -329,7 +335,10 @@ impl FunctionSpec {
             }
             Runtime::Container { image, .. } => {
                 if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                    return Err(Error::invalid("runtime.image", "image must be an image reference"));
+                    return Err(Error::invalid(
+                        "runtime.image",
+                        "image must be an image reference",
+                    ));
                 }
                 if self.executor == "local" {
                     return Err(Error::invalid(
@@ -420,7 +429,9 @@ impl FunctionSpec {
     /// The warm pool's size bound: enough instances for `max_concurrency`.
     pub fn max_instances(&self) -> usize {
         match &self.runtime {
-            Runtime::Process { pool, .. } => self.max_concurrency.div_ceil(pool.instance_concurrency),
+            Runtime::Process { pool, .. } => {
+                self.max_concurrency.div_ceil(pool.instance_concurrency)
+            }
             Runtime::Container { .. } => self.max_concurrency,
         }
     }
@@ -441,19 +452,43 @@ mod tests {
 
     #[test]
     fn definitions_are_checked_field_by_field() {
-        check(r#"{"runtime":{"kind":"process","command":"/bin/cat"}}"#, None);
-        check(r#"{"runtime":{"kind":"process","command":""}}"#, Some("runtime.command"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"/bin/cat"}}"#,
+            None,
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":""}}"#,
+            Some("runtime.command"),
+        );
         // Inside the tagged runtime serde reports the runtime as a whole (the message names `fork`).
-        check(r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#, Some("runtime"));
-        check(r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#, Some("runtime.kind"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#,
+            Some("runtime"),
+        );
+        check(
+            r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#,
+            Some("runtime.kind"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x"},"executor":"kubernetes"}"#,
             Some("executor"),
         );
-        check(r#"{"runtime":{"kind":"process","command":"x"},"timeout_ms":0}"#, Some("timeout_ms"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"retries":11}"#, Some("retries"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"env":{"PORT":"1"}}"#, Some("env.PORT"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"env":{"1A":"1"}}"#, Some("env.1A"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"timeout_ms":0}"#,
+            Some("timeout_ms"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"retries":11}"#,
+            Some("retries"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"env":{"PORT":"1"}}"#,
+            Some("env.PORT"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"env":{"1A":"1"}}"#,
+            Some("env.1A"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x"},"secrets":[{"env":"A","secret":"Bad Name"}]}"#,
             Some("secrets[0].secret"),
@@ -462,8 +497,14 @@ mod tests {
             r#"{"runtime":{"kind":"process","command":"x"},"input_schema":{"type":"nope"}}"#,
             Some("input_schema"),
         );
-        check(r#"{"runtime":{"kind":"process","command":"x"},"queue_capacity":0}"#, Some("queue_capacity"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"colour":"red"}"#, Some("colour"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"queue_capacity":0}"#,
+            Some("queue_capacity"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"colour":"red"}"#,
+            Some("colour"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x","pool":{"instance_concurrency":0}}}"#,
             Some("runtime.pool.instance_concurrency"),

@@ -35,7 +35,10 @@ fn refusal(r: Refusal) -> Response {
 
 fn engine(state: &AppState) -> Result<&draven_functions::Engine, ApiError> {
     state.functions.as_ref().ok_or_else(|| {
-        ApiError::new(ErrorCode::Unavailable, "functions are not enabled on this server")
+        ApiError::new(
+            ErrorCode::Unavailable,
+            "functions are not enabled on this server",
+        )
     })
 }
 
@@ -84,7 +87,9 @@ pub async fn list_functions(
     auth: Auth,
 ) -> ApiResult<axum::Json<Vec<FunctionView>>> {
     let all = state.db.list_functions(auth.tenant_id()).await?;
-    Ok(axum::Json(all.into_iter().map(|f| view(&state, f)).collect()))
+    Ok(axum::Json(
+        all.into_iter().map(|f| view(&state, f)).collect(),
+    ))
 }
 
 /// One function's definition (ETag: its revision) and live counts.
@@ -124,11 +129,19 @@ pub async fn put_function(
         ));
     }
     let spec = engine.parse_spec(&body.bytes)?;
-    for s in spec.secrets.iter().map(|s| &s.secret).chain(&spec.callback_secret) {
+    for s in spec
+        .secrets
+        .iter()
+        .map(|s| &s.secret)
+        .chain(&spec.callback_secret)
+    {
         if let Err(e) = state.db.secret_meta(auth.tenant_id(), s).await {
             let e = Error::from(e);
             return Err(if e.code == ErrorCode::NotFound {
-                ApiError(Error::invalid("secrets", format!("secret {s:?} does not exist")))
+                ApiError(Error::invalid(
+                    "secrets",
+                    format!("secret {s:?} does not exist"),
+                ))
             } else {
                 ApiError(e)
             });
@@ -138,7 +151,13 @@ pub async fn put_function(
     let expected = if_match(&headers, false)?;
     let (stored, created) = state
         .db
-        .put_function(&auth.actor, auth.tenant_id(), name.as_str(), &text, expected)
+        .put_function(
+            &auth.actor,
+            auth.tenant_id(),
+            name.as_str(),
+            &text,
+            expected,
+        )
         .await?;
     engine.unload(auth.tenant_id(), name.as_str());
     let tag = etag(stored.revision);
@@ -197,10 +216,7 @@ fn request<'a>(
     payload: Bytes,
 ) -> Result<InvokeRequest<'a>, ApiError> {
     let key = header_text(headers, &IDEMPOTENCY_KEY);
-    if key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > 255)
-    {
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 255) {
         return Err(ApiError(Error::invalid(
             "Idempotency-Key",
             "Idempotency-Key must be 1-255 visible ASCII characters",
@@ -263,7 +279,10 @@ pub async fn invoke(
         Ok(SyncResult::Succeeded(inv, out)) | Ok(SyncResult::FunctionError(inv, out)) => {
             let mut resp = Response::new(axum::body::Body::from(out.body));
             *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::OK);
-            if let Some(ct) = out.content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            if let Some(ct) = out
+                .content_type
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
                 resp.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             with_id(resp, &inv.id)
@@ -455,7 +474,11 @@ pub async fn get_invocation(
     }
     let inv = match q.wait {
         Some(s) if !inv.state.finished() => engine
-            .wait(auth.tenant_id(), &id, std::time::Duration::from_secs(s.min(60)))
+            .wait(
+                auth.tenant_id(),
+                &id,
+                std::time::Duration::from_secs(s.min(60)),
+            )
             .await
             .unwrap_or_else(|| engine.invocation(auth.tenant_id(), &id).unwrap_or(inv)),
         _ => inv,
@@ -567,7 +590,9 @@ pub async fn list_dead_letters(
     let f = loaded(&state, &auth, &name).await?;
     let all = engine(&state)?.dead_letters(&f);
     Ok(axum::Json(
-        all.into_iter().map(|d| dead_letter_view(d, false)).collect(),
+        all.into_iter()
+            .map(|d| dead_letter_view(d, false))
+            .collect(),
     ))
 }
 
@@ -695,4 +720,33 @@ pub async fn redrive_all(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     redrive(&state, &auth, &name, None).await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RecentQuery {
+    /// At most this many (1-500, default 50).
+    pub limit: Option<usize>,
+}
+
+/// The function's invocations still kept in memory on this server, newest first (records
+/// live `DRAVEN_INVOCATION_TTL` after they finish).
+#[utoipa::path(get, path = "/api/v1/functions/{name}/invocations", tag = "functions", security(("token" = ["tenant:read"])),
+    params(("name" = String, Path), RecentQuery), responses((status = 200, body = Vec<InvocationView>)))]
+pub async fn list_invocations(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(name): Path<String>,
+    Query(q): Query<RecentQuery>,
+) -> ApiResult<axum::Json<Vec<InvocationView>>> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(Error::invalid("limit", "limit must be 1-500").into());
+    }
+    state.db.get_function(auth.tenant_id(), &name).await?;
+    let items = engine(&state)?.recent_invocations(auth.tenant_id(), &name, limit);
+    Ok(axum::Json(
+        items.into_iter().map(InvocationView::from).collect(),
+    ))
 }

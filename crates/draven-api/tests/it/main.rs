@@ -16,6 +16,7 @@ mod functions;
 mod providers;
 mod registry;
 mod runner;
+mod ui;
 
 pub(crate) struct App {
     base: String,

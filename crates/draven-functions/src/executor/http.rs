@@ -111,7 +111,9 @@ impl Conns {
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
                 Err(
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         CallError::TooLarge
                     } else {
                         CallError::Broken(e.to_string())
@@ -136,7 +138,8 @@ impl Conns {
 
     /// Sends `req` (its `Host` is set here) and reads the whole answer.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, CallError> {
-        req.headers_mut().insert(http::header::HOST, self.host.clone());
+        req.headers_mut()
+            .insert(http::header::HOST, self.host.clone());
         loop {
             let reused = self.idle.lock().pop();
             let fresh = reused.is_none();
