@@ -646,6 +646,13 @@ fn serve_help_documents_every_knob() {
         "DRAVEN_SHUTDOWN_GRACE_SECS",
         "DRAVEN_UI_SESSION_TTL_SECS",
         "DRAVEN_UI_SECURE_COOKIES",
+        "DRAVEN_CALLBACK_ALLOW",
+        "DRAVEN_TENANT_INVOKE_RATE",
+        "DRAVEN_INVOCATION_RETENTION",
+        "DRAVEN_INVOCATION_TTL_SECS",
+        "DRAVEN_DLQ_CAPACITY",
+        "DRAVEN_PUBLIC_URL",
+        "DRAVEN_PROVIDER_POLL_SECS",
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),
