@@ -979,7 +979,8 @@ impl Engine {
         self.started();
         let job = Job {
             cell,
-            payload: req.payload,
+            // A copy: the request's bytes may share a larger buffer a queued job would pin.
+            payload: Bytes::copy_from_slice(&req.payload),
             content_type: req.content_type,
             trace: req.trace,
             callback,

@@ -196,6 +196,18 @@ fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 }
 
 async fn may_invoke(state: &AppState, auth: &Auth, name: &str) -> Result<(), ApiError> {
+    let target = Target {
+        project: Some(name),
+        environment: None,
+        environment_protected: false,
+    };
+    // The common case decides without building the audit target.
+    if matches!(
+        auth.principal.decide(Action::Invoke, &target),
+        draven_core::access::Decision::Allow
+    ) {
+        return Ok(());
+    }
     auth.require(
         state,
         Action::Invoke,
@@ -235,6 +247,23 @@ fn request<'a>(
     })
 }
 
+/// The payload, whole (the header map is not cloned, as the `HeaderMap` extractor would).
+async fn read_payload(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    "the request body exceeds the configured limit",
+                );
+            }
+            source = s.source();
+        }
+        ApiError::new(ErrorCode::MalformedBody, "the request body could not be read")
+    })
+}
+
 fn with_id(mut resp: Response, id: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(id) {
         resp.headers_mut().insert(X_INVOCATION_ID.clone(), v);
@@ -253,9 +282,14 @@ pub async fn invoke(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request_in: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request_in.into_parts();
+    let body = match read_payload(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let headers = &parts.headers;
     let engine = match engine(&state) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
@@ -263,7 +297,7 @@ pub async fn invoke(
     if let Err(e) = may_invoke(&state, &auth, &name).await {
         return e.into_response();
     }
-    let req = match request(&auth, &name, &headers, body) {
+    let req = match request(&auth, &name, headers, body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -308,9 +342,14 @@ pub async fn invoke_async(
     State(state): State<AppState>,
     auth: Auth,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request_in: axum::extract::Request,
 ) -> Response {
+    let (parts, body) = request_in.into_parts();
+    let body = match read_payload(body, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let headers = &parts.headers;
     let engine = match engine(&state) {
         Ok(e) => e,
         Err(e) => return e.into_response(),
@@ -318,7 +357,7 @@ pub async fn invoke_async(
     if let Err(e) = may_invoke(&state, &auth, &name).await {
         return e.into_response();
     }
-    let req = match request(&auth, &name, &headers, body) {
+    let req = match request(&auth, &name, headers, body) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -123,7 +123,9 @@ impl Conns {
             Ok(Answer {
                 status: parts.status,
                 content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
-                body: body.to_bytes(),
+                // A copy: the collected body may be a slice of the connection's read buffer,
+                // which a kept record would otherwise hold on to whole.
+                body: Bytes::copy_from_slice(&body.to_bytes()),
             })
         };
         tokio::select! {
