@@ -260,7 +260,10 @@ async fn read_payload(body: axum::body::Body, limit: usize) -> Result<Bytes, Api
             }
             source = s.source();
         }
-        ApiError::new(ErrorCode::MalformedBody, "the request body could not be read")
+        ApiError::new(
+            ErrorCode::MalformedBody,
+            "the request body could not be read",
+        )
     })
 }
 

@@ -496,6 +496,34 @@ async fn failures_retry_then_dead_letter(db: TestDb) {
         assert_eq!(inv["failure"]["kind"], kind, "{inv}");
         assert_eq!(inv["dead_lettered"], true);
     }
+    // A function process killed from outside mid-invocation: the attempt fails as a crash and
+    // the retry, on a new instance, succeeds.
+    app.define(
+        "victim",
+        pool(&hello(), json!({"max_concurrency": 1, "retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}})),
+    )
+    .await
+    .ok();
+    let r = app
+        .invoke_async("victim", ADMIN, json!({"name": "k", "sleep_ms": 700}), &[])
+        .await;
+    let id = r.body["invocation_id"].as_str().unwrap().to_owned();
+    let mut pid = None;
+    for _ in 0..200 {
+        let live = app.get("/api/v1/functions/victim", ADMIN).await;
+        if live.body["live"]["running"] == 1 {
+            pid = live.body["live"]["instances"]["pids"][0].as_u64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = pid.expect("a running instance") as i32;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let inv = app.finished(&id).await;
+    assert_eq!(inv["state"], "succeeded", "{inv}");
+    assert_eq!(inv["attempts"], 2, "{inv}");
     // A bad input (4xx) is not retried.
     let r = app
         .raw(

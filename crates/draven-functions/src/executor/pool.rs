@@ -490,6 +490,7 @@ impl Deployed for PoolHandle {
                 .iter()
                 .filter(|i| i.in_flight.load(Ordering::Relaxed) > 0)
                 .count(),
+            pids: slots.instances.iter().map(|i| i.pid).collect(),
         }
     }
 }

@@ -150,6 +150,7 @@ impl Deployed for ProcessRunner {
         InstanceStats {
             instances: n,
             busy: n,
+            pids: Vec::new(),
         }
     }
 }
