@@ -759,7 +759,53 @@ async fn draining_refuses_new_invocations(db: TestDb) {
     }
 }
 
+async fn a_caller_going_away_frees_everything(db: TestDb) {
+    let app = App::start(db).await;
+    app.define("hello", pool(&hello(), json!({"max_concurrency": 1})))
+        .await
+        .ok();
+    app.invoke("hello", ADMIN, json!({}), &[]).await.ok();
+    // Two callers give up: one while running, one while queued behind it.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/functions/hello/invoke", app.base);
+    let send = || {
+        impatient
+            .post(&url)
+            .bearer_auth(ADMIN)
+            .json(&json!({"sleep_ms": 1500}))
+            .send()
+    };
+    let (a, b) = tokio::join!(send(), send());
+    assert!(
+        a.is_err() && b.is_err(),
+        "both timed out on the client side"
+    );
+    let mut live = Value::Null;
+    for _ in 0..100 {
+        live = app.get("/api/v1/functions/hello", ADMIN).await.body["live"].clone();
+        if live["running"] == 0 && live["queued"] == 0 && app.engine.active() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (live["running"].clone(), live["queued"].clone()),
+        (json!(0), json!(0)),
+        "{live}"
+    );
+    assert_eq!(app.engine.active(), 0, "nothing left for drain to wait on");
+    // The slot is free again.
+    let r = app
+        .invoke("hello", ADMIN, json!({"name": "next"}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
 draven_store::on_both_backends!(
+    a_caller_going_away_frees_everything,
     definitions_are_validated_and_versioned,
     sync_invocations_reach_a_warm_process,
     bad_invocations_get_clear_errors,
