@@ -1444,3 +1444,31 @@ async fn retire(f: Arc<Function>) {
     }
     f.deployed.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_refuse_with_a_retry_after() {
+        let l = limiter(&RateLimit {
+            per_second: 1,
+            burst: Some(2),
+        });
+        assert!(check_rate(&l, "tenant").is_ok());
+        assert!(check_rate(&l, "tenant").is_ok());
+        let refused = check_rate(&l, "the tenant's invocation").unwrap_err();
+        assert_eq!(refused.error.code, ErrorCode::RateLimited);
+        assert!(refused.retry_after.unwrap() >= 1);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_stays_capped() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_millis(1000));
+        for attempt in 1..=8 {
+            let exp = (100u64 << (attempt - 1)).min(1000);
+            let d = backoff(initial, max, attempt).as_millis() as u64;
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d} ms");
+        }
+    }
+}

@@ -347,6 +347,33 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
     let scoped = app.user_with("ivy", "editor", Some("hello"), None).await;
     let r = app.invoke("hello", &scoped, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // An invoke-scoped token may invoke and nothing more; a read-scoped one may not invoke.
+    let mut scoped_tokens = Vec::new();
+    for scope in ["invoke", "read"] {
+        let r = app
+            .post(
+                "/api/v1/users/ivy/tokens",
+                ADMIN,
+                json!({"name": format!("only-{scope}"), "scopes": [scope]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        scoped_tokens.push(r.body["token"].as_str().unwrap().to_owned());
+    }
+    let r = app.invoke("hello", &scoped_tokens[0], json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .send(
+            Method::PUT,
+            "/api/v1/functions/hello",
+            Some(&scoped_tokens[0]),
+            Some(pool(&hello(), json!({}))),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = app.invoke("hello", &scoped_tokens[1], json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     // Rate limit per function.
     app.define(
         "limited",
@@ -804,7 +831,55 @@ async fn a_caller_going_away_frees_everything(db: TestDb) {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 }
 
+async fn idle_instances_stop_and_minimum_instances_start_ahead(db: TestDb) {
+    let app = App::start(db).await;
+    let short = json!({"kind": "process", "command": hello(), "pool": {"idle_timeout_ms": 200}});
+    app.define("idle", json!({"runtime": short})).await.ok();
+    app.invoke("idle", ADMIN, json!({}), &[]).await.ok();
+    let instances = |v: &Value| v["live"]["instances"]["instances"].as_u64().unwrap_or(99);
+    assert_eq!(
+        instances(&app.get("/api/v1/functions/idle", ADMIN).await.body),
+        1
+    );
+    let mut left = 99;
+    for _ in 0..100 {
+        left = instances(&app.get("/api/v1/functions/idle", ADMIN).await.body);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the idle instance was stopped");
+    let warm = json!({"kind": "process", "command": hello(), "pool": {"idle_timeout_ms": 200, "min_instances": 1}});
+    app.define("warm", json!({"runtime": warm})).await.ok();
+    // Loading the function (any call that needs it) starts the minimum ahead of demand.
+    app.get("/api/v1/functions/warm/dead-letters", ADMIN)
+        .await
+        .ok();
+    let mut up = 0;
+    for _ in 0..100 {
+        up = instances(&app.get("/api/v1/functions/warm", ADMIN).await.body);
+        if up == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up, 1, "min_instances started before any invocation");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        instances(&app.get("/api/v1/functions/warm", ADMIN).await.body),
+        1,
+        "the minimum is kept while idle"
+    );
+    let r = app.invoke("warm", ADMIN, json!({}), &[]).await;
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
+    assert!(inv.get("cold_start_ms").is_none(), "served warm: {inv}");
+}
+
 draven_store::on_both_backends!(
+    idle_instances_stop_and_minimum_instances_start_ahead,
     a_caller_going_away_frees_everything,
     definitions_are_validated_and_versioned,
     sync_invocations_reach_a_warm_process,
