@@ -465,7 +465,12 @@ impl Engine {
         let spec = self.parse_spec(stored.spec.as_bytes())?;
         let mut env: Vec<(String, String)> =
             spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        for s in &spec.secrets {
+        let by_reference = self
+            .0
+            .executors
+            .iter()
+            .any(|e| e.name() == spec.executor && e.secrets_by_reference());
+        for s in spec.secrets.iter().filter(|_| !by_reference) {
             let value = self
                 .0
                 .db
