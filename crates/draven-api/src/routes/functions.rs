@@ -124,7 +124,11 @@ pub async fn put_function(
         ));
     }
     let spec = engine.parse_spec(&body.bytes)?;
-    for s in spec.secrets.iter().map(|s| &s.secret).chain(&spec.callback_secret) {
+    let kernel_secrets = spec
+        .secrets
+        .iter()
+        .filter(|_| !engine.secrets_by_reference(&spec.executor));
+    for s in kernel_secrets.map(|s| &s.secret).chain(&spec.callback_secret) {
         if let Err(e) = state.db.secret_meta(auth.tenant_id(), s).await {
             let e = Error::from(e);
             return Err(if e.code == ErrorCode::NotFound {

@@ -211,15 +211,24 @@ impl Drop for FakeCluster {
 impl FakeCluster {
     /// Serves the fake on a free loopback port.
     pub async fn start() -> FakeCluster {
+        FakeCluster::spawn()
+    }
+
+    /// The same, from synchronous code inside a Tokio runtime.
+    pub fn spawn() -> FakeCluster {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::default()),
             events: broadcast::channel(8192).0,
             images: Mutex::new(HashMap::new()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binding the fake API server");
-        let url = format!("http://{}", listener.local_addr().expect("bound"));
+        let std_listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake API server");
+        std_listener
+            .set_nonblocking(true)
+            .expect("a non-blocking socket");
+        let url = format!("http://{}", std_listener.local_addr().expect("bound"));
+        let listener =
+            tokio::net::TcpListener::from_std(std_listener).expect("inside a Tokio runtime");
         let app = server::router(shared.clone());
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
