@@ -78,7 +78,9 @@ pub async fn executor(args: &KubeArgs) -> Result<Option<Arc<dyn Executor>>> {
         config.max_job_payload_bytes = n.clamp(1, 96 * 1024);
     }
     tracing::info!(namespace = %config.namespace, "Kubernetes executor enabled");
-    Ok(Some(Arc::new(draven_kube::KubeExecutor::new(client, config))))
+    Ok(Some(Arc::new(draven_kube::KubeExecutor::new(
+        client, config,
+    ))))
 }
 
 #[cfg(test)]
@@ -99,7 +101,10 @@ mod tests {
             kube_kubeconfig: Some(path),
             ..KubeArgs::default()
         };
-        let e = executor(&args).await.unwrap().expect("enabled by the kubeconfig");
+        let e = executor(&args)
+            .await
+            .unwrap()
+            .expect("enabled by the kubeconfig");
         assert_eq!(e.name(), "kubernetes");
         let bad = KubeArgs {
             kube_enabled: Some(true),
