@@ -73,7 +73,7 @@ def wait_http(url):
 
 
 def wrk(url, seconds, auth, lua, conns=64):
-    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", lua]
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--latency"] + (["-s", lua] if lua else [])
     if auth:
         cmd += ["-H", "Authorization: Bearer " + TOKEN]
     out = subprocess.run(cmd + [url], capture_output=True, text=True).stdout
@@ -162,6 +162,8 @@ http {{
         direct = wrk(f"http://127.0.0.1:{direct_port}/invoke", seconds, False, lua)
         gateway = wrk(base + "/api/v1/functions/hello/invoke", seconds, True, lua)
         proxied = wrk(f"http://127.0.0.1:{nginx_port}/invoke", seconds, False, lua)
+        # The ceiling of Draven's HTTP stack: a GET answered without proxying or auth.
+        healthz = wrk(base + "/healthz", seconds, False, None)
 
         # P2 — async accept, then drain.
         for name in ("accept", "drain"):
@@ -223,10 +225,12 @@ http {{
     print(row("direct (the function's own port)", direct))
     print(row("Draven gateway", gateway))
     print(row("nginx proxy_pass (keep-alive)", proxied))
+    print(row("Draven GET /healthz (stack ceiling)", healthz))
     print(f"  gateway / direct throughput  {gateway['rps'] / direct['rps']:.2f}   (target >= 0.80)")
     print(f"  gateway / nginx throughput   {gateway['rps'] / proxied['rps']:.2f}   (target >= 1.00)")
     print(f"  added p99 (gateway - direct) {gateway['p99'] - direct['p99']:.2f} ms   (target <= 1 ms)")
     print(f"  added p99 (nginx - direct)   {proxied['p99'] - direct['p99']:.2f} ms   (reference)")
+    print(f"  gateway / Draven's own /healthz  {gateway['rps'] / healthz['rps']:.2f}   (what the invocation costs on top of Draven's HTTP stack)")
     print(f"P2 async (no-op function, max_concurrency 64, one warm instance)")
     print(f"  accept: {accept['rps']:.0f} req/s (202) over {accept_s}s, p99 {accept['p99']:.2f} ms, non-2xx {accept['non2xx']}   (target >= 50000: ratio {accept['rps'] / 50000:.2f})")
     print(f"  drain: {accepted_drain} accepted in 2 s, {done:.0f} completed, first accept -> queue empty {drain_s:.2f} s = {done / drain_s:.0f}/s   (target >= 20000: ratio {done / drain_s / 20000:.2f})")

@@ -37,6 +37,13 @@ for tool in git ssh-keygen; do
   fi
 done
 
+# --- Chromium and chromedriver (the web UI's browser test) ----------------------------------------
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  log "installing chromium and chromium-driver (Debian packages)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) ||
+    fail_or_warn "chromium / chromedriver are missing (the browser test needs them)"
+fi
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 ensure_postgres() {
   [ "$(port_open 127.0.0.1 5432)" = open ] && return 0

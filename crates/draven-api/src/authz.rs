@@ -218,6 +218,12 @@ fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// A principal the web UI authenticated by its session cookie, attached to the requests the UI
+/// makes to this router in-process (see `crate::ui`). Only code can attach an extension, so a
+/// network request can never carry one; the route's rule is still checked and refusals audited.
+#[derive(Clone, Debug)]
+pub struct SessionPrincipal(pub Arc<Principal>);
+
 /// The route-level middleware that enforces [`RoutePolicy`].
 pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let route = req
@@ -257,7 +263,12 @@ pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Ne
         request_id: current_request_id(),
         client_addr: client_addr(&req),
     };
+    let session = req
+        .extensions()
+        .get::<SessionPrincipal>()
+        .map(|s| s.0.clone());
     let principal = match bearer(&req) {
+        _ if session.is_some() => session,
         None => None,
         Some(token) => match state.principals.get(token) {
             Some(p) => Some(p),

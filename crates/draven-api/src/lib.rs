@@ -15,6 +15,7 @@ pub mod problem;
 pub mod read_cache;
 pub mod routes;
 pub mod telemetry;
+pub mod ui;
 
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
@@ -38,6 +39,11 @@ pub struct ApiConfig {
     pub runner_lease: Duration,
     /// A finished job's log larger than this moves to object storage.
     pub log_inline_max_bytes: i64,
+    /// How long a web UI session lasts after sign-in.
+    pub session_ttl: Duration,
+    /// `Secure` on the UI's cookies: `None` decides per request (HTTPS as seen through
+    /// `X-Forwarded-Proto`), `Some` forces it on or off.
+    pub secure_cookies: Option<bool>,
 }
 
 impl Default for ApiConfig {
@@ -47,6 +53,8 @@ impl Default for ApiConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             runner_lease: Duration::from_secs(30),
             log_inline_max_bytes: 1024 * 1024,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: None,
         }
     }
 }
@@ -143,11 +151,18 @@ pub fn app(services: Services) -> Result<Router, String> {
         functions: services.functions,
         function_logs: services.function_logs,
     }));
-    Ok(router
+    let api = router
         .route_layer(from_fn_with_state(state.clone(), retire_cached_reads))
         .route_layer(from_fn_with_state(state.clone(), idempotency::idempotent))
         .route_layer(from_fn_with_state(state.clone(), authz::authorize))
-        .route_layer(from_fn(telemetry::tag_route))
+        .route_layer(from_fn(telemetry::tag_route));
+    // The web UI calls the API in-process, through the same middleware (see `ui`).
+    let in_process = api
+        .clone()
+        .fallback(routes::system::not_found)
+        .with_state(state.clone());
+    Ok(api
+        .merge(ui::router(state.clone(), in_process))
         .fallback(routes::system::not_found)
         .layer(DefaultBodyLimit::max(services.config.max_body_bytes))
         .layer(from_fn(telemetry::observe))
@@ -184,7 +199,8 @@ pub fn is_gateway(req: &axum::extract::Request) -> bool {
         .get::<axum::extract::MatchedPath>()
         .is_some_and(|p| {
             let p = p.as_str();
-            p.starts_with("/api/v1/functions/") && (p.ends_with("/invoke") || p.ends_with("/invoke-async"))
+            p.starts_with("/api/v1/functions/")
+                && (p.ends_with("/invoke") || p.ends_with("/invoke-async"))
         })
 }
 

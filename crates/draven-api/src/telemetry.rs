@@ -138,10 +138,10 @@ pub async fn observe(req: Request, next: Next) -> Response {
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
     let elapsed = started.elapsed().as_secs_f64();
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("draven_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.clone())
-        .increment(1);
-    metrics::histogram!("draven_http_request_duration_seconds", "method" => method.clone(), "route" => route.clone()).record(elapsed);
+    let status = resp.status().as_u16();
+    let (total, duration) = request_metrics(&method, &route, status);
+    total.increment(1);
+    duration.record(elapsed);
     span.in_scope(|| {
         tracing::info!(status = %status, duration_ms = elapsed * 1000.0, "request served");
     });
@@ -149,6 +149,38 @@ pub async fn observe(req: Request, next: Next) -> Response {
         resp.headers_mut().insert(X_REQUEST_ID.clone(), v);
     }
     resp
+}
+
+type RequestMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The request counter and latency histogram of (method, route, status), registered once: the
+/// recorder's lookup by label set (allocating the labels) is kept off the per-request path.
+fn request_metrics(method: &str, route: &str, status: u16) -> RequestMetrics {
+    use std::collections::HashMap;
+    use std::fmt::Write;
+    static CACHE: OnceLock<std::sync::RwLock<HashMap<String, RequestMetrics>>> = OnceLock::new();
+    thread_local! {
+        static KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    let cache = CACHE.get_or_init(Default::default);
+    KEY.with_borrow_mut(|key| {
+        key.clear();
+        let _ = write!(key, "{method} {route} {status}");
+        if let Some(m) = cache.read().ok().and_then(|c| c.get(key.as_str()).cloned()) {
+            return m;
+        }
+        let m = (
+            metrics::counter!("draven_http_requests_total", "method" => method.to_owned(), "route" => route.to_owned(), "status" => status.to_string()),
+            metrics::histogram!("draven_http_request_duration_seconds", "method" => method.to_owned(), "route" => route.to_owned()),
+        );
+        if let Ok(mut c) = cache.write() {
+            // Bounded: routes are templates and statuses few; unmatched paths share one label.
+            if c.len() < 10_000 {
+                c.insert(key.clone(), m.clone());
+            }
+        }
+        m
+    })
 }
 
 /// Route-level middleware: hands the matched route template to [`observe`] (which runs before

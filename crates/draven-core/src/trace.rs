@@ -27,8 +27,21 @@ fn hex_into(s: &str, out: &mut [u8]) -> Option<()> {
     Some(())
 }
 
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lowercase hex into `out` (twice the length of `bytes`). On every request's path: no
+/// formatting machinery, no allocation.
+fn hex_to(bytes: &[u8], out: &mut [u8]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = HEX[(b >> 4) as usize];
+        out[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_to(bytes, &mut out);
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 impl TraceContext {
@@ -84,13 +97,11 @@ impl TraceContext {
 impl fmt::Display for TraceContext {
     /// The `traceparent` header value.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            self.sampled as u8
-        )
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_to(&self.trace_id, &mut buf[3..35]);
+        hex_to(&self.span_id, &mut buf[36..52]);
+        hex_to(&[self.sampled as u8], &mut buf[53..55]);
+        f.write_str(std::str::from_utf8(&buf).expect("ASCII"))
     }
 }
 

@@ -72,8 +72,9 @@ impl Request {
     /// The body as JSON; on failure, a 400 answer naming the problem.
     #[allow(clippy::result_large_err)]
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
-        serde_json::from_slice(&self.body)
-            .map_err(|e| Response::error(400, &format!("the payload is not the expected JSON: {e}")))
+        serde_json::from_slice(&self.body).map_err(|e| {
+            Response::error(400, &format!("the payload is not the expected JSON: {e}"))
+        })
     }
 
     /// The trace id of `traceparent`.
@@ -86,8 +87,10 @@ impl Request {
 
     /// Time left before the deadline.
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        self.deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
     }
 
     /// Writes a structured log line (JSON, one line, to stderr).
@@ -292,13 +295,17 @@ where
             to_http(answer)
         }
         (&Method::GET, "/healthz") => to_http(Response::text("ok")),
-        _ => to_http(Response::error(404, "not found: the contract is POST /invoke and GET /healthz")),
+        _ => to_http(Response::error(
+            404,
+            "not found: the contract is POST /invoke and GET /healthz",
+        )),
     }
 }
 
 fn to_http(r: Response) -> http::Response<Full<Bytes>> {
     let mut resp = http::Response::new(Full::new(r.body));
-    *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     if let Ok(v) = header::HeaderValue::from_str(&r.content_type) {
         resp.headers_mut().insert(header::CONTENT_TYPE, v);
     }

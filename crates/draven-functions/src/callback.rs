@@ -288,7 +288,10 @@ impl Deliverer {
             .post(d.url.clone())
             .header("webhook-id", d.invocation_id)
             .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", sign(d.secret, d.invocation_id, ts, &d.body))
+            .header(
+                "webhook-signature",
+                sign(d.secret, d.invocation_id, ts, &d.body),
+            )
             .header("x-invocation-id", d.invocation_id)
             .header("x-function", d.function)
             .header("x-function-status", d.status.to_string())
@@ -365,7 +368,9 @@ mod tests {
         let list = AllowList::parse("").unwrap();
         assert!(check_url(&list, "http://127.0.0.1:9/x").await.is_err());
         assert!(check_url(&list, "ftp://example.com/").await.is_err());
-        assert!(check_url(&list, "http://user:pw@example.com/").await.is_err());
+        assert!(check_url(&list, "http://user:pw@example.com/")
+            .await
+            .is_err());
         let local = AllowList::parse("127.0.0.1/32").unwrap();
         assert!(check_url(&local, "http://127.0.0.1:9/x").await.is_ok());
     }

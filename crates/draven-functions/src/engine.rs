@@ -178,11 +178,23 @@ impl FnMetrics {
             succeeded: outcome("succeeded"),
             failed: outcome("failed"),
             timed_out: outcome("timed_out"),
-            rejected_queue: metrics::counter!("draven_function_rejections_total", &l(Some(("reason", "queue_full")))),
-            rejected_rate: metrics::counter!("draven_function_rejections_total", &l(Some(("reason", "rate_limited")))),
+            rejected_queue: metrics::counter!(
+                "draven_function_rejections_total",
+                &l(Some(("reason", "queue_full")))
+            ),
+            rejected_rate: metrics::counter!(
+                "draven_function_rejections_total",
+                &l(Some(("reason", "rate_limited")))
+            ),
             duration: metrics::histogram!("draven_function_duration_seconds", &l(None)),
-            latency_sync: metrics::histogram!("draven_function_latency_seconds", &l(Some(("mode", "sync")))),
-            latency_async: metrics::histogram!("draven_function_latency_seconds", &l(Some(("mode", "async")))),
+            latency_sync: metrics::histogram!(
+                "draven_function_latency_seconds",
+                &l(Some(("mode", "sync")))
+            ),
+            latency_async: metrics::histogram!(
+                "draven_function_latency_seconds",
+                &l(Some(("mode", "async")))
+            ),
             queue_depth: metrics::gauge!("draven_function_queue_depth", &l(None)),
             in_flight: metrics::gauge!("draven_function_in_flight", &l(None)),
             retries: metrics::counter!("draven_function_retries_total", &l(None)),
@@ -190,8 +202,14 @@ impl FnMetrics {
             dlq_dropped: metrics::counter!("draven_function_dlq_dropped_total", &l(None)),
             cold_starts: metrics::counter!("draven_function_cold_starts_total", &l(None)),
             cold_start_seconds: metrics::histogram!("draven_function_cold_start_seconds", &l(None)),
-            callbacks_ok: metrics::counter!("draven_function_callbacks_total", &l(Some(("outcome", "delivered")))),
-            callbacks_failed: metrics::counter!("draven_function_callbacks_total", &l(Some(("outcome", "failed")))),
+            callbacks_ok: metrics::counter!(
+                "draven_function_callbacks_total",
+                &l(Some(("outcome", "delivered")))
+            ),
+            callbacks_failed: metrics::counter!(
+                "draven_function_callbacks_total",
+                &l(Some(("outcome", "failed")))
+            ),
         }
     }
 }
@@ -472,8 +490,11 @@ impl Engine {
         stored: draven_store::functions::StoredFunction,
     ) -> Result<Arc<Function>, Error> {
         let spec = self.parse_spec(stored.spec.as_bytes())?;
-        let mut env: Vec<(String, String)> =
-            spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut env: Vec<(String, String)> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let by_reference = self.secrets_by_reference(&spec.executor);
         for s in spec.secrets.iter().filter(|_| !by_reference) {
             let value = self
@@ -667,7 +688,11 @@ impl Engine {
                 .next()
                 .map(|e| (e.instance_path.to_string(), e.to_string()));
             if let Some((path, message)) = first {
-                let field = if path.is_empty() { "/".to_owned() } else { path };
+                let field = if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                };
                 return Err(Error::invalid(&field, message).into());
             }
         }
@@ -788,7 +813,15 @@ impl Engine {
             Err(_) => Err(ExecError::Timeout),
             Ok(permit) => {
                 let r = self
-                    .attempt(&f, &cell, &req.payload, &req.content_type, &req.trace, deadline, deadline_unix)
+                    .attempt(
+                        &f,
+                        &cell,
+                        &req.payload,
+                        &req.content_type,
+                        &req.trace,
+                        deadline,
+                        deadline_unix,
+                    )
                     .await;
                 drop(permit);
                 r
@@ -956,7 +989,8 @@ impl Engine {
         self.started();
         let job = Job {
             cell,
-            payload: req.payload,
+            // A copy: the request's bytes may share a larger buffer a queued job would pin.
+            payload: Bytes::copy_from_slice(&req.payload),
             content_type: req.content_type,
             trace: req.trace,
             callback,
@@ -969,7 +1003,9 @@ impl Engine {
             self.finish(
                 &f,
                 &job.cell,
-                Err(ExecError::Unavailable("the function's queue is closed".into())),
+                Err(ExecError::Unavailable(
+                    "the function's queue is closed".into(),
+                )),
                 Mode::Async,
                 job.accepted,
             );
@@ -1029,7 +1065,11 @@ impl Engine {
         let picked: Vec<DeadLetter> = {
             let q = f.dlq.lock();
             match id {
-                Some(id) => q.iter().filter(|d| d.invocation_id == id).cloned().collect(),
+                Some(id) => q
+                    .iter()
+                    .filter(|d| d.invocation_id == id)
+                    .cloned()
+                    .collect(),
                 None => q.iter().cloned().collect(),
             }
         };
@@ -1044,8 +1084,9 @@ impl Engine {
                 }
                 break;
             }
-            let trace = TraceContext::parse(&format!("00-{}-{}-01", dl.trace_id, "0000000000000001"))
-                .unwrap_or_else(|| TraceContext::root(rand::random(), new_span()));
+            let trace =
+                TraceContext::parse(&format!("00-{}-{}-01", dl.trace_id, "0000000000000001"))
+                    .unwrap_or_else(|| TraceContext::root(rand::random(), new_span()));
             let callback = dl
                 .callback_url
                 .as_deref()
@@ -1133,6 +1174,16 @@ impl Engine {
     pub fn active(&self) -> usize {
         self.0.active.load(Ordering::SeqCst)
     }
+
+    /// A function's invocations still kept in memory, newest first (the UI's list and rates).
+    pub fn recent_invocations(
+        &self,
+        tenant_id: &str,
+        function: &str,
+        limit: usize,
+    ) -> Vec<Invocation> {
+        self.0.store.recent(tenant_id, function, limit)
+    }
 }
 
 /// An accepted async invocation.
@@ -1179,7 +1230,10 @@ fn sync_result(inv: Invocation) -> SyncResult {
                     .unwrap_or_else(|| "the invocation failed".into());
                 let e = Error::new(
                     ErrorCode::FunctionFailed,
-                    format!("invocation {} of function {}: {message}", inv.id, inv.function),
+                    format!(
+                        "invocation {} of function {}: {message}",
+                        inv.id, inv.function
+                    ),
                 );
                 SyncResult::Failed(inv, e)
             }
@@ -1198,7 +1252,9 @@ async fn dispatch(engine: Weak<Inner>, f: Weak<Function>, mut rx: mpsc::Receiver
             .await
             .expect("the semaphore is never closed");
         func.dequeued();
-        let Some(inner) = engine.upgrade() else { return };
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
         tokio::spawn(run_async(Engine(inner), func, job, permit));
     }
 }

@@ -141,11 +141,14 @@ struct Shard {
     order: VecDeque<(i64, String)>,
 }
 
+/// (tenant, function, key) → (invocation id, payload digest).
+type KeyShard = HashMap<(String, String, String), (String, [u8; 32])>;
+
 /// Bounded, sharded by id.
 pub struct InvocationStore {
     shards: Vec<Mutex<Shard>>,
     /// (tenant, function, key) → (invocation id, payload digest).
-    key_shards: Vec<Mutex<HashMap<(String, String, String), (String, [u8; 32])>>>,
+    key_shards: Vec<Mutex<KeyShard>>,
     per_shard: usize,
     ttl_ms: i64,
 }
@@ -158,6 +161,16 @@ pub enum Claim {
     Existing(Arc<Cell>),
     /// The same key came with a different payload.
     Reused,
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claim::New => f.write_str("New"),
+            Claim::Existing(c) => write!(f, "Existing({})", c.record.lock().id),
+            Claim::Reused => f.write_str("Reused"),
+        }
+    }
 }
 
 fn shard_of(s: &str) -> usize {
@@ -278,6 +291,24 @@ impl InvocationStore {
         }
     }
 
+    /// The kept records of one function, newest first, at most `limit` (the UI's list and
+    /// live rates). Walks every shard: for people, not for the hot path.
+    pub fn recent(&self, tenant_id: &str, function: &str, limit: usize) -> Vec<Invocation> {
+        let mut out: Vec<Invocation> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock();
+            for cell in shard.by_id.values() {
+                let r = cell.record.lock();
+                if r.tenant_id == tenant_id && r.function == function {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out.sort_by(|a, b| (b.created_ms, &b.id).cmp(&(a.created_ms, &a.id)));
+        out.truncate(limit);
+        out
+    }
+
     /// Records kept now (for tests and the metrics).
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().by_id.len()).sum()
@@ -339,13 +370,18 @@ mod tests {
     fn idempotency_keys_find_their_invocation_and_refuse_other_payloads() {
         let store = InvocationStore::new(100, 1_000_000);
         let scope = ("t", "f", "k1");
-        let key = (("t".to_string(), "f".to_string(), "k1".to_string()), [1u8; 32]);
+        let key = (
+            ("t".to_string(), "f".to_string(), "k1".to_string()),
+            [1u8; 32],
+        );
         assert!(matches!(store.claim(scope, &[1; 32]), Claim::New));
         store
             .insert(inv("a", State::Running, Some("k1")), Some(key.clone()), 0)
             .ok()
             .unwrap();
-        assert!(matches!(store.claim(scope, &[1; 32]), Claim::Existing(c) if c.snapshot().id == "a"));
+        assert!(
+            matches!(store.claim(scope, &[1; 32]), Claim::Existing(c) if c.snapshot().id == "a")
+        );
         assert!(matches!(store.claim(scope, &[2; 32]), Claim::Reused));
         // A racing insert under the same key gets the first invocation.
         assert!(matches!(

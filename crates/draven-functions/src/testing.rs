@@ -18,7 +18,8 @@ pub fn binary(package: &str, bin: &str) -> PathBuf {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == bin) {
         let release = dir.file_name().is_some_and(|n| n == "release");
-        let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        let mut cmd =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "--quiet", "-p", package, "--bin", bin]);
         if release {
             cmd.arg("--release");

@@ -50,18 +50,21 @@ impl Db {
     ) -> Result<(StoredFunction, bool)> {
         let mut tx = self.begin().await?;
         let now = now_ms();
-        let current = sqlx::query("SELECT revision FROM functions WHERE tenant_id = $1 AND name = $2")
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|r| r.try_get::<i64, _>("revision"))
-            .transpose()?;
+        let current =
+            sqlx::query("SELECT revision FROM functions WHERE tenant_id = $1 AND name = $2")
+                .bind(tenant_id)
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get::<i64, _>("revision"))
+                .transpose()?;
         let created = match (current, expected_revision) {
             (Some(cur), Some(exp)) if cur != exp => {
                 return Err(Error::new(
                     ErrorCode::PreconditionFailed,
-                    format!("function {name} changed (now at revision {cur}); re-read it and retry"),
+                    format!(
+                        "function {name} changed (now at revision {cur}); re-read it and retry"
+                    ),
                 )
                 .into())
             }
@@ -95,7 +98,11 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let f = stored(&row)?;
-        let action = if created { "function.create" } else { "function.update" };
+        let action = if created {
+            "function.create"
+        } else {
+            "function.update"
+        };
         append(
             &mut tx,
             actor
@@ -135,7 +142,11 @@ impl Db {
         if done.rows_affected() == 0 {
             return Err(Error::not_found("function").into());
         }
-        append(&mut tx, actor.did("function.delete", &format!("function:{name}"))).await?;
+        append(
+            &mut tx,
+            actor.did("function.delete", &format!("function:{name}")),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -156,7 +167,13 @@ impl Db {
             .fetch_all(self.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("name")?, r.try_get("revision")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("tenant_id")?,
+                    r.try_get("name")?,
+                    r.try_get("revision")?,
+                ))
+            })
             .collect()
     }
 }

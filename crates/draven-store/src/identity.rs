@@ -696,7 +696,7 @@ impl Db {
         }))
     }
 
-    async fn grants_of(&self, user_id: &str) -> Result<Vec<Grant>> {
+    pub(crate) async fn grants_of(&self, user_id: &str) -> Result<Vec<Grant>> {
         let rows = sqlx::query("SELECT role, project, environment FROM grants WHERE user_id = $1")
             .bind(user_id)
             .fetch_all(self.pool())

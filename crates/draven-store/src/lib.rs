@@ -23,6 +23,7 @@ pub mod registry_release;
 pub mod remote;
 pub mod runner;
 pub mod secrets;
+pub mod sessions;
 pub mod tenants;
 pub mod testing;
 

@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(6, "deploy_additions", "0006_deploy_additions"),
     migration!(7, "functions", "0007_functions"),
     migration!(8, "providers", "0008_providers"),
+    migration!(9, "ui", "0009_ui"),
 ];
 
 impl Migration {

@@ -112,6 +112,12 @@ enum UserCmd {
         tenant: String,
         username: String,
     },
+    /// Set a user's password (for the web UI), read from the first line of standard input.
+    Password {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        username: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -414,6 +420,18 @@ async fn users(db: &Db, cmd: UserCmd, out: &mut impl Write) -> Result<()> {
             )?;
             writeln!(out, "enabled {username}")?;
         }
+        UserCmd::Password { tenant, username } => {
+            let t = tenant_id(db, &tenant).await?;
+            let u = user_id(db, &t, &username).await?;
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line)?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            domain(
+                db.set_password(&cli_actor(Some(t.clone())), &t, &u, password)
+                    .await,
+            )?;
+            writeln!(out, "set the password of {username}")?;
+        }
     }
     Ok(())
 }
@@ -606,7 +624,10 @@ async fn functions(db: &Db, cmd: FunctionCmd, out: &mut impl Write) -> Result<()
         }
         FunctionCmd::Delete { tenant, name } => {
             let t = tenant_id(db, &tenant).await?;
-            domain(db.delete_function(&cli_actor(Some(t.clone())), &t, &name).await)?;
+            domain(
+                db.delete_function(&cli_actor(Some(t.clone())), &t, &name)
+                    .await,
+            )?;
             writeln!(out, "deleted function {name}")?;
         }
     }

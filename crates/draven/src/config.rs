@@ -72,6 +72,13 @@ pub struct ServeArgs {
     /// Seconds a runner's lease on a running job lasts without a heartbeat [default: 30]
     #[arg(long, env = "DRAVEN_RUNNER_LEASE_SECS")]
     pub runner_lease_secs: Option<u64>,
+    /// Seconds a web UI session lasts after sign-in [default: 43200]
+    #[arg(long, env = "DRAVEN_UI_SESSION_TTL_SECS")]
+    pub ui_session_ttl_secs: Option<u64>,
+    /// `Secure` on the web UI's cookies: true or false [default: only when the request came over
+    /// HTTPS, as `X-Forwarded-Proto: https` says]
+    #[arg(long, env = "DRAVEN_UI_SECURE_COOKIES")]
+    pub ui_secure_cookies: Option<bool>,
     /// Where X-Callback-Url deliveries may go: comma-separated CIDRs and host patterns
     /// (`10.0.0.0/8,hooks.example.com,*.example.org`) [default: any public address]
     #[arg(long, env = "DRAVEN_CALLBACK_ALLOW")]
@@ -135,6 +142,8 @@ pub struct FileConfig {
     pub shutdown_delay_secs: Option<u64>,
     pub shutdown_grace_secs: Option<u64>,
     pub runner_lease_secs: Option<u64>,
+    pub ui_session_ttl_secs: Option<u64>,
+    pub ui_secure_cookies: Option<bool>,
     pub callback_allow: Option<String>,
     pub tenant_invoke_rate: Option<u32>,
     pub invocation_retention: Option<usize>,
@@ -161,6 +170,8 @@ pub struct Config {
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub runner_lease: Duration,
+    pub ui_session_ttl: Duration,
+    pub ui_secure_cookies: Option<bool>,
     pub callback_allow: String,
     pub tenant_invoke_rate: Option<u32>,
     pub invocation_retention: usize,
@@ -187,6 +198,8 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_SHUTDOWN_DELAY_SECS",
     "DRAVEN_SHUTDOWN_GRACE_SECS",
     "DRAVEN_RUNNER_LEASE_SECS",
+    "DRAVEN_UI_SESSION_TTL_SECS",
+    "DRAVEN_UI_SECURE_COOKIES",
     "DRAVEN_CALLBACK_ALLOW",
     "DRAVEN_TENANT_INVOKE_RATE",
     "DRAVEN_INVOCATION_RETENTION",
@@ -329,6 +342,13 @@ impl Config {
                     .unwrap_or(30)
                     .max(1),
             ),
+            ui_session_ttl: Duration::from_secs(
+                args.ui_session_ttl_secs
+                    .or(file.ui_session_ttl_secs)
+                    .unwrap_or(12 * 3600)
+                    .max(60),
+            ),
+            ui_secure_cookies: args.ui_secure_cookies.or(file.ui_secure_cookies),
             callback_allow: args
                 .callback_allow
                 .clone()

@@ -23,13 +23,13 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the server (API, and later UI, deploy engine and function gateway).
-    Serve(config::ServeArgs),
+    /// Run the server (API, web UI, deploy engine and function gateway).
+    Serve(Box<config::ServeArgs>),
     /// Run deploy jobs for a Draven server (the self-hosted runner agent).
     Runner(config::RunnerArgs),
     /// Apply pending database migrations and exit.
     Migrate(config::StoreArgs),
-    /// Administer tenants, users, tokens, grants and the audit trail directly in the database.
+    /// Administer tenants, users, tokens, grants, environments, functions and the audit trail directly in the database.
     Admin(admin::AdminArgs),
     /// Print the OpenAPI document.
     Openapi,
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Runner(args) => serve::runner(args).await,
             Command::Migrate(store) => serve::migrate(store).await,
             Command::Admin(args) => admin::run(args).await,

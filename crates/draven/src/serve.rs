@@ -282,6 +282,8 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
             max_body_bytes: config.max_body_bytes,
             idempotency_ttl: config.idempotency_ttl,
             runner_lease: config.runner_lease,
+            session_ttl: config.ui_session_ttl,
+            secure_cookies: config.ui_secure_cookies,
             ..ApiConfig::default()
         },
         draining: draining.clone(),
@@ -298,8 +300,6 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, database = %db.backend_name(), "listening");
-    println!("draven: listening on http://{addr}");
-
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let delay = config.shutdown_delay;
     let grace = config.shutdown_grace;
@@ -316,6 +316,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
+    println!("draven: listening on http://{addr}");
     let mut graceful = stop_rx.clone();
     let server = axum::serve(
         listener,
@@ -335,7 +336,10 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
     match drained_rx.await {
         Ok(0) => tracing::info!("function queues drained"),
         Ok(left) => {
-            tracing::warn!(unfinished = left, "grace period over with invocations unfinished")
+            tracing::warn!(
+                unfinished = left,
+                "grace period over with invocations unfinished"
+            )
         }
         Err(_) => {}
     }

@@ -257,6 +257,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(functions::invoke))
         .routes(routes!(functions::invoke_async))
         .routes(routes!(functions::get_invocation))
+        .routes(routes!(functions::list_invocations))
         .routes(routes!(functions::function_logs))
         .routes(routes!(
             functions::list_dead_letters,

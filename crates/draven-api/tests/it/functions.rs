@@ -20,7 +20,11 @@ fn kubernetes() -> Arc<dyn Executor> {
     let decode = "printf %s \"$DRAVEN_PAYLOAD\" | base64 -d";
     fake.image(
         "example/wc:1",
-        Image::run(&["/bin/sh", "-c", &format!("{decode} | /bin/sh {}", wc_script())]),
+        Image::run(&[
+            "/bin/sh",
+            "-c",
+            &format!("{decode} | /bin/sh {}", wc_script()),
+        ]),
     );
     fake.image(
         "example/boxed:1",
@@ -148,12 +152,21 @@ fn pool(command: &str, extra: Value) -> Value {
 async fn definitions_are_validated_and_versioned(db: TestDb) {
     let app = App::start(db).await;
     let r = app
-        .define("hello", json!({"runtime": {"kind": "process", "command": ""}}))
+        .define(
+            "hello",
+            json!({"runtime": {"kind": "process", "command": ""}}),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.problem(), ("validation-failed", Some("runtime.command")));
     let r = app
-        .define("hello", pool(&hello(), json!({"secrets": [{"env": "TOKEN", "secret": "missing"}]})))
+        .define(
+            "hello",
+            pool(
+                &hello(),
+                json!({"secrets": [{"env": "TOKEN", "secret": "missing"}]}),
+            ),
+        )
         .await;
     assert_eq!(r.problem(), ("validation-failed", Some("secrets")));
     let r = app.define("Bad Name", pool(&hello(), json!({}))).await;
@@ -186,7 +199,13 @@ async fn definitions_are_validated_and_versioned(db: TestDb) {
     let r = app.get("/api/v1/functions", ADMIN).await;
     assert_eq!(r.body.as_array().unwrap().len(), 1);
     let r = app
-        .send(Method::DELETE, "/api/v1/functions/hello", Some(ADMIN), None, &[])
+        .send(
+            Method::DELETE,
+            "/api/v1/functions/hello",
+            Some(ADMIN),
+            None,
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     let r = app.invoke("hello", ADMIN, json!({}), &[]).await;
@@ -200,7 +219,12 @@ async fn sync_invocations_reach_a_warm_process(db: TestDb) {
     app.define("hello", pool(&hello(), json!({}))).await.ok();
     let trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = app
-        .invoke("hello", ADMIN, json!({"name": "Ada"}), &[("traceparent", trace)])
+        .invoke(
+            "hello",
+            ADMIN,
+            json!({"name": "Ada"}),
+            &[("traceparent", trace)],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["greeting"], "Hello, Ada!");
@@ -219,14 +243,21 @@ async fn sync_invocations_reach_a_warm_process(db: TestDb) {
     assert!(inv.get("cold_start_ms").is_none(), "{inv}");
     // The function logged with the invocation id and the trace id.
     let logs = app
-        .get(&format!("/api/v1/functions/hello/logs?invocation={id}"), ADMIN)
+        .get(
+            &format!("/api/v1/functions/hello/logs?invocation={id}"),
+            ADMIN,
+        )
         .await;
     let line: Value = serde_json::from_str(logs.text.lines().next().unwrap()).unwrap();
     assert_eq!(line["invocation_id"], id.as_str());
     assert_eq!(line["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!(line["function"], "hello");
     let live = app.get("/api/v1/functions/hello", ADMIN).await;
-    assert_eq!(live.body["live"]["instances"]["instances"], 1, "{}", live.text);
+    assert_eq!(
+        live.body["live"]["instances"]["instances"], 1,
+        "{}",
+        live.text
+    );
     let metrics = app.get("/metrics", ADMIN).await.text;
     for name in [
         "draven_function_invocations_total",
@@ -263,7 +294,9 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     assert_eq!(r.problem(), ("validation-failed", Some("/name")));
     // The deadline: 504 naming the invocation, which is recorded as timed out.
-    let r = app.invoke("hello", ADMIN, json!({"sleep_ms": 5000}), &[]).await;
+    let r = app
+        .invoke("hello", ADMIN, json!({"sleep_ms": 5000}), &[])
+        .await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT, "{}", r.text);
     assert_eq!(r.problem().0, "invocation-timed-out");
     let id = r.headers["x-invocation-id"].to_str().unwrap().to_owned();
@@ -282,15 +315,23 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
     assert_eq!(r.status, StatusCode::OK);
     let first = r.headers["x-invocation-id"].clone();
     let r = app.invoke("hello", ADMIN, json!({"name": "a"}), &key).await;
-    assert_eq!(r.headers["x-invocation-id"], first, "a repeat is the same invocation");
+    assert_eq!(
+        r.headers["x-invocation-id"], first,
+        "a repeat is the same invocation"
+    );
     let r = app.invoke("hello", ADMIN, json!({"name": "b"}), &key).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(r.problem(), ("idempotency-key-reused", Some("Idempotency-Key")));
+    assert_eq!(
+        r.problem(),
+        ("idempotency-key-reused", Some("Idempotency-Key"))
+    );
     // Permissions: a viewer may not invoke; a grant naming another function does not help.
     let viewer = app.user_with("vera", "viewer", None, None).await;
     let r = app.invoke("hello", &viewer, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
-    let other = app.user_with("otto", "editor", Some("other-fn"), None).await;
+    let other = app
+        .user_with("otto", "editor", Some("other-fn"), None)
+        .await;
     let r = app.invoke("hello", &other, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     let scoped = app.user_with("ivy", "editor", Some("hello"), None).await;
@@ -299,7 +340,10 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
     // Rate limit per function.
     app.define(
         "limited",
-        pool(&hello(), json!({"rate_limit": {"per_second": 1, "burst": 2}})),
+        pool(
+            &hello(),
+            json!({"rate_limit": {"per_second": 1, "burst": 2}}),
+        ),
     )
     .await
     .ok();
@@ -316,7 +360,10 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
 }
 
 /// A local HTTP receiver for callbacks: records (headers, body).
-async fn receiver() -> (String, Arc<tokio::sync::Mutex<Vec<(reqwest::header::HeaderMap, bytes::Bytes)>>>) {
+async fn receiver() -> (
+    String,
+    Arc<tokio::sync::Mutex<Vec<(reqwest::header::HeaderMap, bytes::Bytes)>>>,
+) {
     let got = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let store = got.clone();
     let app = axum::Router::new().route(
@@ -346,16 +393,27 @@ async fn async_invocations_call_back_signed(db: TestDb) {
     )
     .await
     .ok();
-    app.define("report", pool(&report(), json!({"callback_secret": "report-hook"})))
-        .await
-        .ok();
+    app.define(
+        "report",
+        pool(&report(), json!({"callback_secret": "report-hook"})),
+    )
+    .await
+    .ok();
     let (url, got) = receiver().await;
-    let headers = [("x-callback-url", url.as_str()), ("idempotency-key", "report-1")];
+    let headers = [
+        ("x-callback-url", url.as_str()),
+        ("idempotency-key", "report-1"),
+    ];
     let payload = json!({"numbers": [3, 1, 2], "work_ms": 100});
-    let r = app.invoke_async("report", ADMIN, payload.clone(), &headers).await;
+    let r = app
+        .invoke_async("report", ADMIN, payload.clone(), &headers)
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["invocation_id"].as_str().unwrap().to_owned();
-    assert_eq!(r.headers["location"], format!("/api/v1/invocations/{id}").as_str());
+    assert_eq!(
+        r.headers["location"],
+        format!("/api/v1/invocations/{id}").as_str()
+    );
     // A repeat, even while it runs, is the same invocation.
     let again = app.invoke_async("report", ADMIN, payload, &headers).await;
     assert_eq!(again.body["invocation_id"], id.as_str());
@@ -382,12 +440,22 @@ async fn async_invocations_call_back_signed(db: TestDb) {
     assert_eq!(inv["callback"]["delivered"], true, "{inv}");
     // Internal targets are refused unless allowed; a function without a secret cannot call back.
     let r = app
-        .invoke_async("report", ADMIN, json!({"numbers": []}), &[("x-callback-url", "http://10.0.0.1/x")])
+        .invoke_async(
+            "report",
+            ADMIN,
+            json!({"numbers": []}),
+            &[("x-callback-url", "http://10.0.0.1/x")],
+        )
         .await;
     assert_eq!(r.problem(), ("validation-failed", Some("X-Callback-Url")));
     app.define("hello", pool(&hello(), json!({}))).await.ok();
     let r = app
-        .invoke_async("hello", ADMIN, json!({}), &[("x-callback-url", url.as_str())])
+        .invoke_async(
+            "hello",
+            ADMIN,
+            json!({}),
+            &[("x-callback-url", url.as_str())],
+        )
         .await;
     assert_eq!(r.problem(), ("validation-failed", Some("X-Callback-Url")));
 }
@@ -396,13 +464,20 @@ async fn failures_retry_then_dead_letter(db: TestDb) {
     let app = App::start(db).await;
     app.define(
         "hello",
-        pool(&hello(), json!({"retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}})),
+        pool(
+            &hello(),
+            json!({"retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}}),
+        ),
     )
     .await
     .ok();
     // An error answer (500) is retried; so is a crash mid-invocation.
-    let failing = app.invoke_async("hello", ADMIN, json!({"fail": true}), &[]).await;
-    let crashing = app.invoke_async("hello", ADMIN, json!({"exit": true}), &[]).await;
+    let failing = app
+        .invoke_async("hello", ADMIN, json!({"fail": true}), &[])
+        .await;
+    let crashing = app
+        .invoke_async("hello", ADMIN, json!({"exit": true}), &[])
+        .await;
     for (r, kind) in [(failing, "error"), (crashing, "crashed")] {
         let id = r.body["invocation_id"].as_str().unwrap().to_owned();
         let inv = app.finished(&id).await;
@@ -413,12 +488,23 @@ async fn failures_retry_then_dead_letter(db: TestDb) {
     }
     // A bad input (4xx) is not retried.
     let r = app
-        .raw(Method::POST, "/api/v1/functions/hello/invoke-async", ADMIN, "application/json", b"not json".to_vec(), &[])
+        .raw(
+            Method::POST,
+            "/api/v1/functions/hello/invoke-async",
+            ADMIN,
+            "application/json",
+            b"not json".to_vec(),
+            &[],
+        )
         .await;
-    let inv = app.finished(r.body["invocation_id"].as_str().unwrap()).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
     assert_eq!(inv["attempts"], 1, "{inv}");
     // The crashed instance was replaced.
-    let r = app.invoke("hello", ADMIN, json!({"name": "again"}), &[]).await;
+    let r = app
+        .invoke("hello", ADMIN, json!({"name": "again"}), &[])
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 
     let dlq = app.get("/api/v1/functions/hello/dead-letters", ADMIN).await;
@@ -435,23 +521,41 @@ async fn failures_retry_then_dead_letter(db: TestDb) {
         .await;
     assert_eq!(one.body["payload"], json!({"fail": true}).to_string());
     let r = app
-        .send(Method::POST, &format!("/api/v1/functions/hello/dead-letters/{id}/redrive"), Some(ADMIN), None, &[])
+        .send(
+            Method::POST,
+            &format!("/api/v1/functions/hello/dead-letters/{id}/redrive"),
+            Some(ADMIN),
+            None,
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let new_id = r.body["invocations"][0]["id"].as_str().unwrap().to_owned();
     let inv = app.finished(&new_id).await;
     assert_eq!(inv["redriven_from"], id);
-    assert_eq!(inv["state"], "failed", "it fails again and returns to the queue");
+    assert_eq!(
+        inv["state"], "failed",
+        "it fails again and returns to the queue"
+    );
     let dlq = app.get("/api/v1/functions/hello/dead-letters", ADMIN).await;
     assert_eq!(dlq.body.as_array().unwrap().len(), 3);
     let r = app
-        .send(Method::DELETE, "/api/v1/functions/hello/dead-letters", Some(ADMIN), None, &[])
+        .send(
+            Method::DELETE,
+            "/api/v1/functions/hello/dead-letters",
+            Some(ADMIN),
+            None,
+            &[],
+        )
         .await;
     assert_eq!(r.body["purged"], 3);
     let metrics = app.get("/metrics", ADMIN).await.text;
     assert!(metrics.contains("draven_function_retries_total"));
     assert!(metrics.contains("draven_function_dlq_size"));
-    assert_eq!(app.audit("action=function.dead-letter.purge").await.len(), 1);
+    assert_eq!(
+        app.audit("action=function.dead-letter.purge").await.len(),
+        1
+    );
 }
 
 async fn queues_are_bounded_and_lose_nothing(db: TestDb) {
@@ -466,7 +570,9 @@ async fn queues_are_bounded_and_lose_nothing(db: TestDb) {
     // Two invocations take both slots...
     let mut accepted = Vec::new();
     for _ in 0..2 {
-        let r = app.invoke_async("slow", ADMIN, json!({"sleep_ms": 400}), &[]).await;
+        let r = app
+            .invoke_async("slow", ADMIN, json!({"sleep_ms": 400}), &[])
+            .await;
         accepted.push(r.body["invocation_id"].as_str().unwrap().to_owned());
     }
     for _ in 0..100 {
@@ -477,14 +583,16 @@ async fn queues_are_bounded_and_lose_nothing(db: TestDb) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // ...then 10× the queue's capacity arrives at once: exactly the capacity is accepted.
-    let burst = futures::future::join_all((0..100).map(|_| {
-        app.invoke_async("slow", ADMIN, json!({"sleep_ms": 20}), &[])
-    }))
+    let burst = futures::future::join_all(
+        (0..100).map(|_| app.invoke_async("slow", ADMIN, json!({"sleep_ms": 20}), &[])),
+    )
     .await;
     let mut rejected = 0;
     for r in burst {
         match r.status {
-            StatusCode::ACCEPTED => accepted.push(r.body["invocation_id"].as_str().unwrap().to_owned()),
+            StatusCode::ACCEPTED => {
+                accepted.push(r.body["invocation_id"].as_str().unwrap().to_owned())
+            }
             StatusCode::TOO_MANY_REQUESTS => {
                 assert_eq!(r.problem().0, "queue-full");
                 assert!(r.headers.contains_key("retry-after"));
@@ -518,11 +626,21 @@ async fn processes_watchdog_and_routing(db: TestDb) {
     .await
     .ok();
     let r = app
-        .raw(Method::POST, "/api/v1/functions/wc/invoke", ADMIN, "text/plain", b"one two three".to_vec(), &[])
+        .raw(
+            Method::POST,
+            "/api/v1/functions/wc/invoke",
+            ADMIN,
+            "text/plain",
+            b"one two three".to_vec(),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["words"], 3);
-    assert_eq!(r.body["invocation_id"], r.headers["x-invocation-id"].to_str().unwrap());
+    assert_eq!(
+        r.body["invocation_id"],
+        r.headers["x-invocation-id"].to_str().unwrap()
+    );
     // A process-mode timeout kills the process group.
     app.define(
         "sleeper",
@@ -543,7 +661,14 @@ async fn processes_watchdog_and_routing(db: TestDb) {
     .await
     .ok();
     let r = app
-        .raw(Method::POST, "/api/v1/functions/wc-warm/invoke", ADMIN, "text/plain", b"a b".to_vec(), &[])
+        .raw(
+            Method::POST,
+            "/api/v1/functions/wc-warm/invoke",
+            ADMIN,
+            "text/plain",
+            b"a b".to_vec(),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(serde_json::from_str::<Value>(&r.text).unwrap()["words"], 2);
@@ -561,7 +686,10 @@ async fn processes_watchdog_and_routing(db: TestDb) {
         .await;
     assert_eq!(inv["executor"], "kubernetes");
     let r = app
-        .define("bad", json!({"runtime": {"kind": "process", "command": "x"}, "executor": "nomad"}))
+        .define(
+            "bad",
+            json!({"runtime": {"kind": "process", "command": "x"}, "executor": "nomad"}),
+        )
         .await;
     assert_eq!(r.problem(), ("validation-failed", Some("executor")));
 }
@@ -581,61 +709,110 @@ async fn kubernetes_jobs_through_the_api(db: TestDb) {
     };
     // A Kubernetes Secret is a reference: no kernel secret of that name is needed.
     let r = app
-        .define("wc", container("example/wc:1", json!({"secrets": [{"env": "TOKEN", "secret": "api-token", "key": "token"}]})))
+        .define(
+            "wc",
+            container(
+                "example/wc:1",
+                json!({"secrets": [{"env": "TOKEN", "secret": "api-token", "key": "token"}]}),
+            ),
+        )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     assert_eq!(r.body["spec"]["runtime"]["mode"], "job");
     assert_eq!(r.body["spec"]["secrets"][0]["key"], "token");
-    app.define("wc", container("example/wc:1", json!({}))).await.ok();
+    app.define("wc", container("example/wc:1", json!({})))
+        .await
+        .ok();
     // Sync: a Job runs, its log is the answer.
     let r = app
-        .raw(Method::POST, "/api/v1/functions/wc/invoke", ADMIN, "text/plain", b"one two three four".to_vec(), &[])
+        .raw(
+            Method::POST,
+            "/api/v1/functions/wc/invoke",
+            ADMIN,
+            "text/plain",
+            b"one two three four".to_vec(),
+            &[],
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["words"], 4);
-    let inv = app.finished(r.headers["x-invocation-id"].to_str().unwrap()).await;
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
     assert_eq!(inv["executor"], "kubernetes");
     assert_eq!(inv["state"], "succeeded");
     // Async.
     let r = app.invoke_async("wc", ADMIN, json!("a b"), &[]).await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
-    let inv = app.finished(r.body["invocation_id"].as_str().unwrap()).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
     assert_eq!(inv["state"], "succeeded", "{inv}");
     // An OOM kill is a crash: retried, then dead-lettered.
-    app.define("oom", container("example/oom:1", json!({}))).await.ok();
+    app.define("oom", container("example/oom:1", json!({})))
+        .await
+        .ok();
     let r = app.invoke_async("oom", ADMIN, json!({}), &[]).await;
-    let inv = app.finished(r.body["invocation_id"].as_str().unwrap()).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
     assert_eq!(inv["state"], "failed", "{inv}");
     assert_eq!(inv["attempts"], 3, "{inv}");
     assert_eq!(inv["failure"]["kind"], "crashed");
-    assert!(inv["failure"]["message"].as_str().unwrap().contains("OOMKilled"), "{inv}");
+    assert!(
+        inv["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OOMKilled"),
+        "{inv}"
+    );
     assert_eq!(inv["dead_lettered"], true);
     let dlq = app.get("/api/v1/functions/oom/dead-letters", ADMIN).await;
     assert_eq!(dlq.body.as_array().unwrap().len(), 1, "{}", dlq.text);
     // An image that cannot be pulled is not retried.
-    app.define("private", container("example/private:1", json!({}))).await.ok();
+    app.define("private", container("example/private:1", json!({})))
+        .await
+        .ok();
     let r = app.invoke_async("private", ADMIN, json!({}), &[]).await;
-    let inv = app.finished(r.body["invocation_id"].as_str().unwrap()).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
     assert_eq!(inv["attempts"], 1, "{inv}");
     assert_eq!(inv["failure"]["kind"], "unavailable");
-    assert!(inv["failure"]["message"].as_str().unwrap().contains("cannot be pulled"), "{inv}");
+    assert!(
+        inv["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be pulled"),
+        "{inv}"
+    );
     let r = app.invoke("private", ADMIN, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
     // Definitions of the new fields are checked.
     let r = app
         .define("w", container("example/wc:1", json!({"runtime": {"kind": "container", "image": "x/y:1", "mode": "warm", "warm": {"max_replicas": 0}}})))
         .await;
-    assert_eq!(r.problem(), ("validation-failed", Some("runtime.warm.max_replicas")));
+    assert_eq!(
+        r.problem(),
+        ("validation-failed", Some("runtime.warm.max_replicas"))
+    );
     let metrics = app.get("/metrics", ADMIN).await.text;
-    assert!(metrics.contains("executor=\"kubernetes\""), "invocations are counted per executor");
+    assert!(
+        metrics.contains("executor=\"kubernetes\""),
+        "invocations are counted per executor"
+    );
 }
 
 async fn draining_refuses_new_invocations(db: TestDb) {
     let app = App::start(db).await;
-    app.define("hello", pool(&hello(), json!({"max_concurrency": 1}))).await.ok();
+    app.define("hello", pool(&hello(), json!({"max_concurrency": 1})))
+        .await
+        .ok();
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let r = app.invoke_async("hello", ADMIN, json!({"sleep_ms": 100}), &[]).await;
+        let r = app
+            .invoke_async("hello", ADMIN, json!({"sleep_ms": 100}), &[])
+            .await;
         ids.push(r.body["invocation_id"].as_str().unwrap().to_owned());
     }
     let engine = app.engine.clone();
@@ -643,7 +820,11 @@ async fn draining_refuses_new_invocations(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(20)).await;
     let r = app.invoke_async("hello", ADMIN, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.text);
-    assert_eq!(drain.await.unwrap(), 0, "queued and running invocations finished");
+    assert_eq!(
+        drain.await.unwrap(),
+        0,
+        "queued and running invocations finished"
+    );
     for id in ids {
         assert_eq!(app.finished(&id).await["state"], "succeeded");
     }

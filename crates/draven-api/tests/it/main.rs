@@ -17,6 +17,7 @@ mod observability;
 mod providers;
 mod registry;
 mod runner;
+mod ui;
 
 pub(crate) struct App {
     base: String,

@@ -57,7 +57,8 @@ async fn metric_names(app: &App) -> BTreeSet<String> {
 
 async fn put(app: &App, name: &str, spec: Value) -> super::Resp {
     let path = format!("/api/v1/functions/{name}");
-    app.send(Method::PUT, &path, Some(ADMIN), Some(spec), &[]).await
+    app.send(Method::PUT, &path, Some(ADMIN), Some(spec), &[])
+        .await
 }
 
 async fn invoke(
@@ -69,8 +70,15 @@ async fn invoke(
 ) -> super::Resp {
     let path = format!("/api/v1/functions/{name}/{mode}");
     let body = body.to_string().into_bytes();
-    app.raw(Method::POST, &path, ADMIN, "application/json", body, &headers)
-        .await
+    app.raw(
+        Method::POST,
+        &path,
+        ADMIN,
+        "application/json",
+        body,
+        &headers,
+    )
+    .await
 }
 
 async fn observability_kit_uses_exported_metrics(db: TestDb) {
@@ -78,36 +86,72 @@ async fn observability_kit_uses_exported_metrics(db: TestDb) {
     let hello = draven_functions::testing::binary("draven-examples", "hello")
         .display()
         .to_string();
-    app.send(Method::PUT, "/api/v1/secrets/hook", Some(ADMIN), Some(json!({"value": "k"})), &[])
-        .await
-        .ok();
-    put(&app, "hello", json!({"runtime": {"kind": "process", "command": hello}, "retries": 1,
-                        "backoff": {"initial_ms": 10, "max_ms": 20}, "callback_secret": "hook"}))
-        .await
-        .ok();
-    put(&app, "limited", json!({"runtime": {"kind": "process", "command": hello},
-                          "rate_limit": {"per_second": 1, "burst": 1}}))
-        .await
-        .ok();
+    app.send(
+        Method::PUT,
+        "/api/v1/secrets/hook",
+        Some(ADMIN),
+        Some(json!({"value": "k"})),
+        &[],
+    )
+    .await
+    .ok();
+    put(
+        &app,
+        "hello",
+        json!({"runtime": {"kind": "process", "command": hello}, "retries": 1,
+                        "backoff": {"initial_ms": 10, "max_ms": 20}, "callback_secret": "hook"}),
+    )
+    .await
+    .ok();
+    put(
+        &app,
+        "limited",
+        json!({"runtime": {"kind": "process", "command": hello},
+                          "rate_limit": {"per_second": 1, "burst": 1}}),
+    )
+    .await
+    .ok();
     // Sync (a cold start), async failing into a retry, the dead-letter queue and a callback
     // that cannot be delivered.
-    assert_eq!(invoke(&app, "hello", "invoke", json!({"name": "a"}), vec![]).await.status, StatusCode::OK);
-    let r = invoke(&app, "hello", "invoke-async", json!({"fail": true}),
-                   vec![("x-callback-url", "http://127.0.0.1:9/hook")]).await;
+    assert_eq!(
+        invoke(&app, "hello", "invoke", json!({"name": "a"}), vec![])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = invoke(
+        &app,
+        "hello",
+        "invoke-async",
+        json!({"fail": true}),
+        vec![("x-callback-url", "http://127.0.0.1:9/hook")],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
     let id = r.body["invocation_id"].as_str().unwrap().to_owned();
-    let inv = app.get(&format!("/api/v1/invocations/{id}?wait=30"), ADMIN).await;
+    let inv = app
+        .get(&format!("/api/v1/invocations/{id}?wait=30"), ADMIN)
+        .await;
     assert_eq!(inv.body["state"], "failed");
     // A refusal, a crash, an authentication failure.
     invoke(&app, "limited", "invoke", json!({}), vec![]).await;
-    assert_eq!(invoke(&app, "limited", "invoke", json!({}), vec![]).await.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        invoke(&app, "limited", "invoke", json!({}), vec![])
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     invoke(&app, "hello", "invoke", json!({"exit": true}), vec![]).await;
-    assert_eq!(app.get("/api/v1/functions", "not-a-token").await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/functions", "not-a-token").await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     let mut referenced = BTreeSet::new();
-    let dashboard: Value =
-        serde_json::from_str(&std::fs::read_to_string(root().join("deploy/grafana/draven.json")).unwrap())
-            .expect("the dashboard is JSON");
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("deploy/grafana/draven.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
     let panels = dashboard["panels"].as_array().expect("panels");
     assert!(panels.iter().filter(|p| p["type"] == "timeseries").count() >= 15);
     let mut queries = Vec::new();
@@ -116,13 +160,16 @@ async fn observability_kit_uses_exported_metrics(db: TestDb) {
     for q in &queries {
         referenced.extend(names(q));
     }
-    let alerts: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap())
-            .expect("the alert rules are YAML");
+    let alerts: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap(),
+    )
+    .expect("the alert rules are YAML");
     let mut rules = 0;
     for group in alerts["groups"].as_sequence().expect("groups") {
         for rule in group["rules"].as_sequence().expect("rules") {
-            assert!(rule["alert"].as_str().is_some() && rule["labels"]["severity"].as_str().is_some());
+            assert!(
+                rule["alert"].as_str().is_some() && rule["labels"]["severity"].as_str().is_some()
+            );
             referenced.extend(names(rule["expr"].as_str().expect("expr")));
             rules += 1;
         }
@@ -130,7 +177,10 @@ async fn observability_kit_uses_exported_metrics(db: TestDb) {
     assert!(rules >= 10);
     let slo = std::fs::read_to_string(root().join("docs/slo.md")).unwrap();
     let in_slo = names(&slo);
-    for required in ["draven_http_requests_total", "draven_function_latency_seconds_bucket"] {
+    for required in [
+        "draven_http_requests_total",
+        "draven_function_latency_seconds_bucket",
+    ] {
         assert!(in_slo.contains(required), "docs/slo.md maps to {required}");
     }
     referenced.extend(in_slo);
@@ -145,7 +195,10 @@ async fn observability_kit_uses_exported_metrics(db: TestDb) {
         exported = metric_names(&app).await;
     }
     let missing: Vec<&String> = referenced.difference(&exported).collect();
-    assert!(missing.is_empty(), "referenced but not exported: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "referenced but not exported: {missing:?}"
+    );
 }
 
 draven_store::on_both_backends!(observability_kit_uses_exported_metrics);

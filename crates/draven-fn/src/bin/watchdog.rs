@@ -32,7 +32,10 @@ async fn invoke(program: &[String], req: Request) -> Response {
     let mut cmd = tokio::process::Command::new(&program[0]);
     cmd.args(&program[1..])
         .env("DRAVEN_INVOCATION_ID", &req.invocation_id)
-        .env("TRACEPARENT", req.traceparent.as_deref().unwrap_or_default())
+        .env(
+            "TRACEPARENT",
+            req.traceparent.as_deref().unwrap_or_default(),
+        )
         .env(
             "DRAVEN_DEADLINE",
             req.deadline
@@ -40,7 +43,10 @@ async fn invoke(program: &[String], req: Request) -> Response {
                 .map(|d| d.as_millis().to_string())
                 .unwrap_or_default(),
         )
-        .env("CONTENT_TYPE", req.content_type.as_deref().unwrap_or_default())
+        .env(
+            "CONTENT_TYPE",
+            req.content_type.as_deref().unwrap_or_default(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -74,7 +80,9 @@ async fn invoke(program: &[String], req: Request) -> Response {
         let status = child.wait().await?;
         Ok::<_, std::io::Error>((status, out, err))
     };
-    let limit = req.remaining().unwrap_or(std::time::Duration::from_secs(300));
+    let limit = req
+        .remaining()
+        .unwrap_or(std::time::Duration::from_secs(300));
     let result = tokio::time::timeout(limit, work).await;
     // SAFETY: killpg has no memory-safety preconditions.
     unsafe {
@@ -83,8 +91,17 @@ async fn invoke(program: &[String], req: Request) -> Response {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Err(_) => {
-            req.log("warn", &format!("{} reached the deadline after {ms:.1} ms and was killed", program[0]));
-            Response::error(504, "the program reached the invocation deadline and was killed")
+            req.log(
+                "warn",
+                &format!(
+                    "{} reached the deadline after {ms:.1} ms and was killed",
+                    program[0]
+                ),
+            );
+            Response::error(
+                504,
+                "the program reached the invocation deadline and was killed",
+            )
         }
         Ok(Err(e)) => {
             req.log("error", &format!("{} failed: {e}", program[0]));
@@ -105,8 +122,12 @@ async fn invoke(program: &[String], req: Request) -> Response {
                     .unwrap_or_else(|| "application/octet-stream".into());
                 Response::bytes(&ct, out)
             } else {
-                req.log("warn", &format!("{} exited with {status} in {ms:.1} ms", program[0]));
-                let tail = String::from_utf8_lossy(&err[err.len().saturating_sub(2048)..]).into_owned();
+                req.log(
+                    "warn",
+                    &format!("{} exited with {status} in {ms:.1} ms", program[0]),
+                );
+                let tail =
+                    String::from_utf8_lossy(&err[err.len().saturating_sub(2048)..]).into_owned();
                 Response::error(500, &format!("{} exited with {status}: {tail}", program[0]))
             }
         }

@@ -111,7 +111,9 @@ impl Conns {
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, limit).collect().await.map_err(|e| {
                 Err(
-                    if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
                         CallError::TooLarge
                     } else {
                         CallError::Broken(e.to_string())
@@ -121,7 +123,9 @@ impl Conns {
             Ok(Answer {
                 status: parts.status,
                 content_type: parts.headers.get(http::header::CONTENT_TYPE).cloned(),
-                body: body.to_bytes(),
+                // A copy: the collected body may be a slice of the connection's read buffer,
+                // which a kept record would otherwise hold on to whole.
+                body: Bytes::copy_from_slice(&body.to_bytes()),
             })
         };
         tokio::select! {
@@ -136,7 +140,8 @@ impl Conns {
 
     /// Sends `req` (its `Host` is set here) and reads the whole answer.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Result<Answer, CallError> {
-        req.headers_mut().insert(http::header::HOST, self.host.clone());
+        req.headers_mut()
+            .insert(http::header::HOST, self.host.clone());
         loop {
             let reused = self.idle.lock().pop();
             let fresh = reused.is_none();

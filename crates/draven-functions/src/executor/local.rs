@@ -59,7 +59,10 @@ impl Executor for LocalExecutor {
             Runtime::Process {
                 mode: ProcessMode::Pool,
                 ..
-            } => Ok(super::pool::WarmPool::start(deployment, self.config.clone())),
+            } => Ok(super::pool::WarmPool::start(
+                deployment,
+                self.config.clone(),
+            )),
             Runtime::Process {
                 mode: ProcessMode::Process,
                 ..

@@ -136,7 +136,9 @@ impl WarmPool {
             Ok(inst) => {
                 if self.closed.load(Ordering::SeqCst) {
                     inst.kill();
-                    return Err(ExecError::Unavailable("the function is shutting down".into()));
+                    return Err(ExecError::Unavailable(
+                        "the function is shutting down".into(),
+                    ));
                 }
                 slots.instances.push(inst.clone());
                 Ok(inst)
@@ -164,7 +166,9 @@ impl WarmPool {
                     cmd.pre_exec(move || {
                         if fd == 3 {
                             let flags = libc::fcntl(3, libc::F_GETFD);
-                            if flags < 0 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                            if flags < 0
+                                || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                            {
                                 return Err(std::io::Error::last_os_error());
                             }
                         } else if libc::dup2(fd, 3) < 0 {
@@ -173,9 +177,9 @@ impl WarmPool {
                         Ok(())
                     });
                 }
-                let child = cmd.spawn().map_err(|e| {
-                    ExecError::Unavailable(format!("{}: {e}", self.command_name()))
-                })?;
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.command_name())))?;
                 drop(listener);
                 (child, addr)
             }
@@ -185,9 +189,9 @@ impl WarmPool {
                     .map_err(unavailable)?
                     .port();
                 cmd.env("PORT", port.to_string());
-                let child = cmd.spawn().map_err(|e| {
-                    ExecError::Unavailable(format!("{}: {e}", self.command_name()))
-                })?;
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.command_name())))?;
                 (child, SocketAddr::from(([127, 0, 0, 1], port)))
             }
         };
@@ -255,14 +259,19 @@ impl WarmPool {
     async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Arc<Instance>, ExecError> {
         loop {
             if self.closed.load(Ordering::SeqCst) {
-                return Err(ExecError::Unavailable("the function is shutting down".into()));
+                return Err(ExecError::Unavailable(
+                    "the function is shutting down".into(),
+                ));
             }
             let notified = self.freed.notified();
             match self.pick() {
                 Pick::Warm(i) => return Ok(i),
                 Pick::Start => return self.spawn().await,
                 Pick::Wait => {
-                    if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                    if tokio::time::timeout_at(deadline.into(), notified)
+                        .await
+                        .is_err()
+                    {
                         return Err(ExecError::Timeout);
                     }
                 }

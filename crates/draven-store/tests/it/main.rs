@@ -32,7 +32,7 @@ async fn new_tenant(db: &Db, name: &str) -> String {
 async fn migrations_are_idempotent(db: TestDb) {
     let again = db.migrate().await.unwrap();
     assert!(again.applied.is_empty());
-    assert_eq!(again.current, 8);
+    assert_eq!(again.current, 9);
 }
 
 async fn bootstrap_once_then_authenticate(db: TestDb) {

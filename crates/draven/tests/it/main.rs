@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod ui_browser;
+
 const BIN: &str = env!("CARGO_BIN_EXE_draven");
 
 /// A command with no inherited DRAVEN_* configuration.
@@ -642,6 +644,15 @@ fn serve_help_documents_every_knob() {
         "DRAVEN_IDEMPOTENCY_TTL_SECS",
         "DRAVEN_SHUTDOWN_DELAY_SECS",
         "DRAVEN_SHUTDOWN_GRACE_SECS",
+        "DRAVEN_UI_SESSION_TTL_SECS",
+        "DRAVEN_UI_SECURE_COOKIES",
+        "DRAVEN_CALLBACK_ALLOW",
+        "DRAVEN_TENANT_INVOKE_RATE",
+        "DRAVEN_INVOCATION_RETENTION",
+        "DRAVEN_INVOCATION_TTL_SECS",
+        "DRAVEN_DLQ_CAPACITY",
+        "DRAVEN_PUBLIC_URL",
+        "DRAVEN_PROVIDER_POLL_SECS",
     ] {
         assert!(
             help.contains(&format!("[env: {var}")),
@@ -1362,7 +1373,11 @@ async fn sigterm_drains_function_queues() {
     assert_eq!(r.status(), 503, "no new invocations while draining");
     assert_eq!(server.wait(), 0);
     let delivered = got.lock().await;
-    assert_eq!(delivered.len(), 4, "every accepted invocation finished and called back");
+    assert_eq!(
+        delivered.len(),
+        4,
+        "every accepted invocation finished and called back"
+    );
     assert!(delivered
         .iter()
         .all(|h| h["x-draven-outcome"] == "succeeded"));

@@ -18,7 +18,10 @@ fn main() {
             Ok(i) => i,
             Err(bad) => return bad,
         };
-        req.log("info", &format!("building a report of {} numbers", input.numbers.len()));
+        req.log(
+            "info",
+            &format!("building a report of {} numbers", input.numbers.len()),
+        );
         tokio::time::sleep(std::time::Duration::from_millis(input.work_ms)).await;
         let mut sorted = input.numbers.clone();
         sorted.sort_by(f64::total_cmp);
