@@ -33,7 +33,8 @@ pub(super) fn defaults(res: Res, obj: &mut Value, store: &mut Store) {
         }
         Res::Services => {
             store.next_ip = store.next_ip.wrapping_add(1).max(1);
-            obj["spec"]["clusterIP"] = format!("127.0.1.{}", store.next_ip).into();
+            let (a, b) = store.ip_prefix;
+            obj["spec"]["clusterIP"] = format!("127.{a}.{b}.{}", store.next_ip).into();
             obj["spec"]["clusterIPs"] = json!([obj["spec"]["clusterIP"]]);
             obj["status"] = json!({"loadBalancer": {}});
         }

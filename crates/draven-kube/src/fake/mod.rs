@@ -14,7 +14,7 @@
 //! - controllers: a Job gets one pod (`job-name` label, owner reference) and fails with
 //!   `DeadlineExceeded` after `activeDeadlineSeconds`; a Deployment keeps `replicas` pods and
 //!   reports `availableReplicas` once their readiness probe (`GET /healthz`) answers; a Service
-//!   gets a cluster IP of its own on the loopback network (127.0.1.x) where a proxy forwards
+//!   gets a cluster IP of its own on the loopback network (127.a.b.x) where a proxy forwards
 //!   connections to a ready pod;
 //! - the kubelet runs a container as a local process: the test maps each image to a program
 //!   ([`Image::Run`]; `command` replaces its entrypoint and `args` its default arguments, as
@@ -181,6 +181,9 @@ struct Store {
     ports: HashMap<(String, String), u16>,
     proxies: HashMap<(String, String), tokio::task::JoinHandle<()>>,
     next_ip: u8,
+    /// The middle octets of this cluster's Service addresses (`127.a.b.x`), random so that
+    /// fakes running at once do not collide.
+    ip_prefix: (u8, u8),
     deleted: Vec<(Res, String)>,
 }
 
@@ -217,7 +220,13 @@ impl FakeCluster {
     /// The same, from synchronous code inside a Tokio runtime.
     pub fn spawn() -> FakeCluster {
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::default()),
+            store: Mutex::new(Store {
+                ip_prefix: {
+                    let b = uuid::Uuid::new_v4().into_bytes();
+                    (b[0].max(1), b[1])
+                },
+                ..Store::default()
+            }),
             events: broadcast::channel(8192).0,
             images: Mutex::new(HashMap::new()),
         });
