@@ -380,9 +380,17 @@ async fn warm_functions_scale_from_and_to_zero() {
         .unwrap();
     assert!(r.cold_start.is_none());
     assert_eq!(f.stats().instances, 1);
+    // Under load Draven scales up, within max_replicas (2).
+    let burst = futures::future::join_all((0..3).map(|_| {
+        f.invoke(request(br#"{"sleep_ms": 300}"#, Duration::from_secs(20)))
+    }))
+    .await;
+    assert!(burst.iter().all(|r| r.is_ok()), "{burst:?}");
+    assert_eq!(f.stats().instances, 2);
+    assert_eq!(fake.objects(Res::Deployments, NS)[0]["spec"]["replicas"], 2);
     let deps = fake.objects(Res::Deployments, NS);
     assert_eq!(deps.len(), 1);
-    assert_eq!(deps[0]["spec"]["replicas"], 1);
+    assert_eq!(deps[0]["spec"]["replicas"], 2);
     let svc = &fake.objects(Res::Services, NS)[0];
     assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
     let c = &fake.created(Res::Deployments)[0]["spec"]["template"]["spec"]["containers"][0];
