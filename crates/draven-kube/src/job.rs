@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use futures::stream::{BoxStream, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{Api, DeleteParams, LogParams, PostParams, WatchEvent, WatchParams};
 use kube::Resource;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -422,13 +422,4 @@ impl Deployed for JobRunner {
             busy: n,
         }
     }
-}
-
-/// Lists the Jobs Draven created for a function (tests and operators).
-pub async fn list_jobs(jobs: &Api<Job>, d: &Deployment) -> kube::Result<Vec<Job>> {
-    let selector = objects::selector(&objects::function_labels(d));
-    Ok(jobs
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items)
 }

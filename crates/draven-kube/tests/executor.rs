@@ -381,9 +381,9 @@ async fn warm_functions_scale_from_and_to_zero() {
     assert!(r.cold_start.is_none());
     assert_eq!(f.stats().instances, 1);
     // Under load Draven scales up, within max_replicas (2).
-    let burst = futures::future::join_all((0..3).map(|_| {
-        f.invoke(request(br#"{"sleep_ms": 300}"#, Duration::from_secs(20)))
-    }))
+    let burst = futures::future::join_all(
+        (0..3).map(|_| f.invoke(request(br#"{"sleep_ms": 300}"#, Duration::from_secs(20)))),
+    )
     .await;
     assert!(burst.iter().all(|r| r.is_ok()), "{burst:?}");
     assert_eq!(f.stats().instances, 2);

@@ -125,7 +125,7 @@ fn start_job(shared: &Arc<Shared>, ns: &str, job: &Value) {
     );
     let deadline = job["spec"]["activeDeadlineSeconds"].as_u64();
     let (shared, ns) = (shared.clone(), ns.to_owned());
-    if let Some(secs) = deadline.filter(|_| true) {
+    if let Some(secs) = deadline {
         tokio::spawn(async move {
             let wait = if immediate {
                 Duration::from_millis(50)
