@@ -224,6 +224,80 @@ struct Job {
     accepted: Instant,
 }
 
+/// A queue place: given back when dropped (a caller that goes away mid-wait frees it).
+struct Place<'a> {
+    f: &'a Function,
+    held: bool,
+}
+
+impl Place<'_> {
+    /// The place now belongs to the function's channel (its dispatcher gives it back).
+    fn hand_over(mut self) {
+        self.held = false;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if self.held {
+            self.f.dequeued();
+        }
+    }
+}
+
+/// An accepted invocation in progress, counted for drain until dropped.
+struct Active<'a>(&'a Engine);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.ended();
+    }
+}
+
+/// A sync invocation whose caller may go away: if it is dropped unfinished (the client
+/// disconnected, so the execution was dropped and stopped), the record says so instead of
+/// staying `running` forever.
+struct Abandoned<'a> {
+    f: &'a Function,
+    cell: &'a Cell,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.f.m.failed.increment(1);
+            self.cell.update(|r| {
+                r.state = State::Failed;
+                r.finished_ms = Some(now_ms());
+                r.failure = Some(Failure {
+                    kind: "cancelled",
+                    message: "the caller went away before the answer; the execution was stopped"
+                        .into(),
+                });
+            });
+        }
+    }
+}
+
+/// An attempt executing: the running counters, given back however the attempt ends.
+struct Running<'a>(&'a Function);
+
+impl<'a> Running<'a> {
+    fn start(f: &'a Function) -> Running<'a> {
+        f.running.fetch_add(1, Ordering::Relaxed);
+        f.m.in_flight.increment(1.0);
+        Running(f)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.m.in_flight.decrement(1.0);
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A loaded function: its definition, executor handle, queue and counters.
 pub struct Function {
     pub tenant_id: String,
@@ -278,7 +352,7 @@ impl Function {
     }
 
     /// Takes a queue place, or says how long to wait.
-    fn enqueue(&self) -> Result<(), Refusal> {
+    fn enqueue(&self) -> Result<Place<'_>, Refusal> {
         let cap = self.spec.queue_capacity;
         let mut cur = self.queued.load(Ordering::Relaxed);
         loop {
@@ -303,7 +377,10 @@ impl Function {
             ) {
                 Ok(_) => {
                     self.m.queue_depth.increment(1.0);
-                    return Ok(());
+                    return Ok(Place {
+                        f: self,
+                        held: true,
+                    });
                 }
                 Err(now) => cur = now,
             }
@@ -785,20 +862,23 @@ impl Engine {
         if let Some(cell) = self.existing(&f, &req, digest)? {
             return Ok(sync_result(cell.finished().await));
         }
-        f.enqueue()?;
+        let place = f.enqueue()?;
         let inv = self.record(&f, &req, Mode::Sync);
         let cell = match self.insert(&f, inv, digest) {
             Ok(Ok(c)) => c,
-            other => {
-                f.dequeued();
-                return match other {
-                    Ok(Err(c)) => Ok(sync_result(c.finished().await)),
-                    Err(r) => Err(r),
-                    Ok(Ok(_)) => unreachable!(),
-                };
+            Ok(Err(c)) => {
+                drop(place);
+                return Ok(sync_result(c.finished().await));
             }
+            Err(r) => return Err(r),
         };
         self.started();
+        let _active = Active(self);
+        let mut abandoned = Abandoned {
+            f: &f,
+            cell: &cell,
+            armed: true,
+        };
         let deadline = accepted + Duration::from_millis(f.spec.timeout_ms);
         let deadline_unix =
             now_ms() + f.spec.timeout_ms as i64 - accepted.elapsed().as_millis() as i64;
@@ -808,7 +888,7 @@ impl Engine {
                 .await
                 .map(|p| p.expect("the semaphore is never closed")),
         };
-        f.dequeued();
+        drop(place);
         let outcome = match permit {
             Err(_) => Err(ExecError::Timeout),
             Ok(permit) => {
@@ -827,8 +907,8 @@ impl Engine {
                 r
             }
         };
+        abandoned.armed = false;
         let inv = self.finish(&f, &cell, outcome, Mode::Sync, accepted);
-        self.ended();
         Ok(sync_result(inv))
     }
 
@@ -852,8 +932,7 @@ impl Engine {
             r.started_ms.get_or_insert(now);
             r.id.clone()
         };
-        f.running.fetch_add(1, Ordering::Relaxed);
-        f.m.in_flight.increment(1.0);
+        let running = Running::start(f);
         let started = Instant::now();
         let r = f
             .deployed
@@ -867,8 +946,7 @@ impl Engine {
             })
             .await;
         f.m.duration.record(started.elapsed().as_secs_f64());
-        f.m.in_flight.decrement(1.0);
-        f.running.fetch_sub(1, Ordering::Relaxed);
+        drop(running);
         if let Ok(resp) = &r {
             if let Some(cold) = resp.cold_start {
                 f.m.cold_starts.increment(1);
@@ -969,21 +1047,17 @@ impl Engine {
             }
             None => None,
         };
-        f.enqueue()?;
+        let place = f.enqueue()?;
         let inv = self.record(&f, &req, Mode::Async);
         let cell = match self.insert(&f, inv, digest) {
             Ok(Ok(c)) => c,
             Ok(Err(c)) => {
-                f.dequeued();
                 return Ok(Accepted {
                     invocation: c.snapshot(),
                     repeated: true,
                 });
             }
-            Err(r) => {
-                f.dequeued();
-                return Err(r);
-            }
+            Err(r) => return Err(r),
         };
         let invocation = cell.snapshot();
         self.started();
@@ -996,20 +1070,23 @@ impl Engine {
             callback,
             accepted: Instant::now(),
         };
-        if let Err(e) = f.tx.try_send(job) {
-            // Cannot happen while the counter bounds the channel; fail it clearly if it does.
-            f.dequeued();
-            let job = e.into_inner();
-            self.finish(
-                &f,
-                &job.cell,
-                Err(ExecError::Unavailable(
-                    "the function's queue is closed".into(),
-                )),
-                Mode::Async,
-                job.accepted,
-            );
-            self.ended();
+        match f.tx.try_send(job) {
+            Ok(()) => place.hand_over(),
+            Err(e) => {
+                // Cannot happen while the counter bounds the channel; fail it clearly if it does.
+                drop(place);
+                let job = e.into_inner();
+                self.finish(
+                    &f,
+                    &job.cell,
+                    Err(ExecError::Unavailable(
+                        "the function's queue is closed".into(),
+                    )),
+                    Mode::Async,
+                    job.accepted,
+                );
+                self.ended();
+            }
         }
         Ok(Accepted {
             invocation,
@@ -1078,12 +1155,11 @@ impl Engine {
         }
         let mut out = Vec::new();
         for dl in picked {
-            if let Err(r) = f.enqueue() {
-                if out.is_empty() {
-                    return Err(r);
-                }
-                break;
-            }
+            let place = match f.enqueue() {
+                Ok(p) => p,
+                Err(r) if out.is_empty() => return Err(r),
+                Err(_) => break,
+            };
             let trace =
                 TraceContext::parse(&format!("00-{}-{}-01", dl.trace_id, "0000000000000001"))
                     .unwrap_or_else(|| TraceContext::root(rand::random(), new_span()));
@@ -1107,10 +1183,7 @@ impl Engine {
             inv.redriven_from = Some(dl.invocation_id.clone());
             let cell = match self.insert(f, inv, None) {
                 Ok(Ok(c)) => c,
-                _ => {
-                    f.dequeued();
-                    continue;
-                }
+                _ => continue,
             };
             out.push(cell.snapshot());
             self.started();
@@ -1123,10 +1196,11 @@ impl Engine {
                 accepted: Instant::now(),
             };
             if f.tx.try_send(job).is_err() {
-                f.dequeued();
+                drop(place);
                 self.ended();
                 break;
             }
+            place.hand_over();
             self.purge(f, Some(&dl.invocation_id));
         }
         Ok(out)
@@ -1379,4 +1453,32 @@ async fn retire(f: Arc<Function>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f.deployed.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limits_refuse_with_a_retry_after() {
+        let l = limiter(&RateLimit {
+            per_second: 1,
+            burst: Some(2),
+        });
+        assert!(check_rate(&l, "tenant").is_ok());
+        assert!(check_rate(&l, "tenant").is_ok());
+        let refused = check_rate(&l, "the tenant's invocation").unwrap_err();
+        assert_eq!(refused.error.code, ErrorCode::RateLimited);
+        assert!(refused.retry_after.unwrap() >= 1);
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_with_jitter_and_stays_capped() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_millis(1000));
+        for attempt in 1..=8 {
+            let exp = (100u64 << (attempt - 1)).min(1000);
+            let d = backoff(initial, max, attempt).as_millis() as u64;
+            assert!(d >= exp / 2 && d <= exp, "attempt {attempt}: {d} ms");
+        }
+    }
 }

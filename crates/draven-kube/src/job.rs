@@ -420,6 +420,7 @@ impl Deployed for JobRunner {
         InstanceStats {
             instances: n,
             busy: n,
+            pids: Vec::new(),
         }
     }
 }

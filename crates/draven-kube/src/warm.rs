@@ -371,6 +371,7 @@ impl Deployed for WarmFunction {
         InstanceStats {
             instances: self.replicas.load(Ordering::SeqCst).max(0) as usize,
             busy: self.in_flight.load(Ordering::SeqCst),
+            pids: Vec::new(),
         }
     }
 }

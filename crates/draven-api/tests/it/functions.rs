@@ -337,6 +337,33 @@ async fn bad_invocations_get_clear_errors(db: TestDb) {
     let scoped = app.user_with("ivy", "editor", Some("hello"), None).await;
     let r = app.invoke("hello", &scoped, json!({}), &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // An invoke-scoped token may invoke and nothing more; a read-scoped one may not invoke.
+    let mut scoped_tokens = Vec::new();
+    for scope in ["invoke", "read"] {
+        let r = app
+            .post(
+                "/api/v1/users/ivy/tokens",
+                ADMIN,
+                json!({"name": format!("only-{scope}"), "scopes": [scope]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        scoped_tokens.push(r.body["token"].as_str().unwrap().to_owned());
+    }
+    let r = app.invoke("hello", &scoped_tokens[0], json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .send(
+            Method::PUT,
+            "/api/v1/functions/hello",
+            Some(&scoped_tokens[0]),
+            Some(pool(&hello(), json!({}))),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    let r = app.invoke("hello", &scoped_tokens[1], json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     // Rate limit per function.
     app.define(
         "limited",
@@ -486,6 +513,34 @@ async fn failures_retry_then_dead_letter(db: TestDb) {
         assert_eq!(inv["failure"]["kind"], kind, "{inv}");
         assert_eq!(inv["dead_lettered"], true);
     }
+    // A function process killed from outside mid-invocation: the attempt fails as a crash and
+    // the retry, on a new instance, succeeds.
+    app.define(
+        "victim",
+        pool(&hello(), json!({"max_concurrency": 1, "retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}})),
+    )
+    .await
+    .ok();
+    let r = app
+        .invoke_async("victim", ADMIN, json!({"name": "k", "sleep_ms": 700}), &[])
+        .await;
+    let id = r.body["invocation_id"].as_str().unwrap().to_owned();
+    let mut pid = None;
+    for _ in 0..200 {
+        let live = app.get("/api/v1/functions/victim", ADMIN).await;
+        if live.body["live"]["running"] == 1 {
+            pid = live.body["live"]["instances"]["pids"][0].as_u64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = pid.expect("a running instance") as i32;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // SAFETY: kill has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let inv = app.finished(&id).await;
+    assert_eq!(inv["state"], "succeeded", "{inv}");
+    assert_eq!(inv["attempts"], 2, "{inv}");
     // A bad input (4xx) is not retried.
     let r = app
         .raw(
@@ -830,7 +885,101 @@ async fn draining_refuses_new_invocations(db: TestDb) {
     }
 }
 
+async fn a_caller_going_away_frees_everything(db: TestDb) {
+    let app = App::start(db).await;
+    app.define("hello", pool(&hello(), json!({"max_concurrency": 1})))
+        .await
+        .ok();
+    app.invoke("hello", ADMIN, json!({}), &[]).await.ok();
+    // Two callers give up: one while running, one while queued behind it.
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let url = format!("{}/api/v1/functions/hello/invoke", app.base);
+    let send = || {
+        impatient
+            .post(&url)
+            .bearer_auth(ADMIN)
+            .json(&json!({"sleep_ms": 1500}))
+            .send()
+    };
+    let (a, b) = tokio::join!(send(), send());
+    assert!(
+        a.is_err() && b.is_err(),
+        "both timed out on the client side"
+    );
+    let mut live = Value::Null;
+    for _ in 0..100 {
+        live = app.get("/api/v1/functions/hello", ADMIN).await.body["live"].clone();
+        if live["running"] == 0 && live["queued"] == 0 && app.engine.active() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (live["running"].clone(), live["queued"].clone()),
+        (json!(0), json!(0)),
+        "{live}"
+    );
+    assert_eq!(app.engine.active(), 0, "nothing left for drain to wait on");
+    // The slot is free again.
+    let r = app
+        .invoke("hello", ADMIN, json!({"name": "next"}), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+}
+
+async fn idle_instances_stop_and_minimum_instances_start_ahead(db: TestDb) {
+    let app = App::start(db).await;
+    let short = json!({"kind": "process", "command": hello(), "pool": {"idle_timeout_ms": 200}});
+    app.define("idle", json!({"runtime": short})).await.ok();
+    app.invoke("idle", ADMIN, json!({}), &[]).await.ok();
+    let instances = |v: &Value| v["live"]["instances"]["instances"].as_u64().unwrap_or(99);
+    assert_eq!(
+        instances(&app.get("/api/v1/functions/idle", ADMIN).await.body),
+        1
+    );
+    let mut left = 99;
+    for _ in 0..100 {
+        left = instances(&app.get("/api/v1/functions/idle", ADMIN).await.body);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(left, 0, "the idle instance was stopped");
+    let warm = json!({"kind": "process", "command": hello(), "pool": {"idle_timeout_ms": 200, "min_instances": 1}});
+    app.define("warm", json!({"runtime": warm})).await.ok();
+    // Loading the function (any call that needs it) starts the minimum ahead of demand.
+    app.get("/api/v1/functions/warm/dead-letters", ADMIN)
+        .await
+        .ok();
+    let mut up = 0;
+    for _ in 0..100 {
+        up = instances(&app.get("/api/v1/functions/warm", ADMIN).await.body);
+        if up == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up, 1, "min_instances started before any invocation");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        instances(&app.get("/api/v1/functions/warm", ADMIN).await.body),
+        1,
+        "the minimum is kept while idle"
+    );
+    let r = app.invoke("warm", ADMIN, json!({}), &[]).await;
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
+    assert!(inv.get("cold_start_ms").is_none(), "served warm: {inv}");
+}
+
 draven_store::on_both_backends!(
+    idle_instances_stop_and_minimum_instances_start_ahead,
+    a_caller_going_away_frees_everything,
     definitions_are_validated_and_versioned,
     sync_invocations_reach_a_warm_process,
     bad_invocations_get_clear_errors,

@@ -96,6 +96,14 @@ pub(crate) fn command(
     cmd.envs(deployment.env.iter().map(|(k, v)| (k, v)));
     cmd.env("DRAVEN_FUNCTION", &deployment.name);
     cmd.process_group(0).kill_on_drop(true).stdin(Stdio::null());
+    // SAFETY: prctl is async-signal-safe. The kernel kills the function if Draven's thread
+    // that started it dies (a crash or SIGKILL of Draven leaves no orphans behind).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let log = log_file(deployment, config)?;
     cmd.stdout(log.try_clone()?).stderr(log);
     Ok(cmd)

@@ -109,6 +109,9 @@ pub struct InstanceStats {
     pub instances: usize,
     /// Of which serving an invocation now.
     pub busy: usize,
+    /// Process ids of local instances (for operators: `kill`, `ps`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pids: Vec<u32>,
 }
 
 /// A function bound to an executor.

@@ -129,7 +129,12 @@ impl WarmPool {
 
     /// Starts an instance; it is returned with one invocation slot taken.
     async fn spawn(self: &Arc<Self>) -> Result<Arc<Instance>, ExecError> {
+        let mut starting = Starting {
+            pool: self,
+            armed: true,
+        };
         let r = self.spawn_inner().await;
+        starting.armed = false;
         let mut slots = self.slots.lock();
         slots.starting -= 1;
         match r {
@@ -211,6 +216,11 @@ impl WarmPool {
             spawned,
         });
         tokio::spawn(watch(Arc::downgrade(self), inst.clone(), child));
+        // Until it is handed out, a caller going away must not leave the process running.
+        let mut orphan = Orphan {
+            inst: &inst,
+            armed: true,
+        };
         if self.settings.startup == Startup::Port {
             let until = Instant::now() + self.config.startup_timeout;
             loop {
@@ -233,6 +243,8 @@ impl WarmPool {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
+        orphan.armed = false;
+        drop(orphan);
         tracing::debug!(function = %self.deployment.name, instance = inst.id, pid, "started a function instance");
         Ok(inst)
     }
@@ -281,6 +293,11 @@ impl WarmPool {
 
     async fn call(self: &Arc<Self>, req: ExecRequest) -> Result<ExecResponse, ExecError> {
         let inst = self.acquire(req.deadline).await?;
+        // The slot is given back however this call ends (a dropped call included).
+        let _lease = Lease {
+            pool: self,
+            inst: &inst,
+        };
         let cold = !inst.answered.load(Ordering::Relaxed);
         let mut http = Request::post("/invoke");
         let headers = http.headers_mut().expect("fresh request");
@@ -309,7 +326,6 @@ impl WarmPool {
                 return Err(ExecError::Timeout);
             }
             Ok(Err(CallError::TooLarge)) => {
-                self.release(&inst);
                 return Err(ExecError::Failed {
                     status: 502,
                     content_type: None,
@@ -325,7 +341,6 @@ impl WarmPool {
             Ok(Ok(a)) => a,
         };
         inst.answered.store(true, Ordering::Relaxed);
-        self.release(&inst);
         let content_type = answer
             .content_type
             .and_then(|v| v.to_str().ok().map(str::to_owned));
@@ -413,6 +428,47 @@ impl WarmPool {
     }
 }
 
+/// An instance start in progress: counted in `starting` until it ends, however it ends.
+struct Starting<'a> {
+    pool: &'a WarmPool,
+    armed: bool,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pool.slots.lock().starting -= 1;
+            self.pool.freed.notify_one();
+        }
+    }
+}
+
+/// A started process not yet handed out: killed if its start is abandoned.
+struct Orphan<'a> {
+    inst: &'a Instance,
+    armed: bool,
+}
+
+impl Drop for Orphan<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.inst.kill();
+        }
+    }
+}
+
+/// One invocation slot of an instance, given back on drop.
+struct Lease<'a> {
+    pool: &'a WarmPool,
+    inst: &'a Instance,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.pool.release(self.inst);
+    }
+}
+
 /// Waits for an instance's process to exit and takes it out of the pool.
 async fn watch(pool: Weak<WarmPool>, inst: Arc<Instance>, mut child: tokio::process::Child) {
     let status = child.wait().await;
@@ -490,6 +546,7 @@ impl Deployed for PoolHandle {
                 .iter()
                 .filter(|i| i.in_flight.load(Ordering::Relaxed) > 0)
                 .count(),
+            pids: slots.instances.iter().map(|i| i.pid).collect(),
         }
     }
 }

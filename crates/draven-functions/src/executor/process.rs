@@ -43,6 +43,9 @@ impl ProcessRunner {
             .spawn()
             .map_err(|e| ExecError::Unavailable(format!("{}: {e}", self.command_name())))?;
         let pid = child.id().unwrap_or(0);
+        // However the attempt ends (done, timed out, or dropped because its caller went away),
+        // the program's whole process group goes with it.
+        let _group = Group(pid);
         let mut stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let limit = self.config.max_answer_bytes;
@@ -71,13 +74,8 @@ impl ProcessRunner {
         };
         let (status, out) = match tokio::time::timeout_at(req.deadline.into(), work).await {
             Ok(r) => r?,
-            Err(_) => {
-                kill_group(pid, libc::SIGKILL);
-                return Err(ExecError::Timeout);
-            }
+            Err(_) => return Err(ExecError::Timeout),
         };
-        // Whatever the program left running in its group goes with it.
-        kill_group(pid, libc::SIGKILL);
         if out.len() > limit {
             return Err(ExecError::Failed {
                 status: 502,
@@ -129,13 +127,30 @@ fn sniff(body: &[u8]) -> &'static str {
     }
 }
 
+/// Kills a process group when dropped.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        kill_group(self.0, libc::SIGKILL);
+    }
+}
+
+/// Counts a running process until dropped.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Deployed for ProcessRunner {
     fn invoke(&self, req: ExecRequest) -> BoxFuture<'_, Result<ExecResponse, ExecError>> {
         Box::pin(async move {
             self.running.fetch_add(1, Ordering::Relaxed);
-            let r = self.run(req).await;
-            self.running.fetch_sub(1, Ordering::Relaxed);
-            r
+            let _counted = Counted(&self.running);
+            self.run(req).await
         })
     }
 
@@ -150,6 +165,7 @@ impl Deployed for ProcessRunner {
         InstanceStats {
             instances: n,
             busy: n,
+            pids: Vec::new(),
         }
     }
 }
