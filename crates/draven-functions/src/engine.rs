@@ -515,6 +515,15 @@ impl Engine {
         self.0.executors.iter().map(|e| e.name()).collect()
     }
 
+    /// Whether the executor takes `secrets` as references to its platform's secrets (no
+    /// kernel secret is read).
+    pub fn secrets_by_reference(&self, executor: &str) -> bool {
+        self.0
+            .executors
+            .iter()
+            .any(|e| e.name() == executor && e.secrets_by_reference())
+    }
+
     /// Parses and validates a definition against this server's executors and limits.
     pub fn parse_spec(&self, json: &[u8]) -> Result<FunctionSpec, Error> {
         FunctionSpec::parse(json, &self.0.config.limits, &self.executor_names())
@@ -563,7 +572,8 @@ impl Engine {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        for s in &spec.secrets {
+        let by_reference = self.secrets_by_reference(&spec.executor);
+        for s in spec.secrets.iter().filter(|_| !by_reference) {
             let value = self
                 .0
                 .db

@@ -91,7 +91,56 @@ pub enum Runtime {
         command: Vec<String>,
         #[serde(default)]
         args: Vec<String>,
+        /// `job`: a Kubernetes Job per invocation; `warm`: a Deployment and Service serving the
+        /// HTTP contract, scaled by Draven.
+        #[serde(default)]
+        mode: ContainerMode,
+        #[serde(default)]
+        warm: WarmSettings,
     },
+}
+
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerMode {
+    #[default]
+    Job,
+    Warm,
+}
+
+/// How a `warm` container function is scaled.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSettings {
+    /// Replicas kept even when idle (0: scale to zero).
+    #[serde(default)]
+    pub min_replicas: u32,
+    #[serde(default = "default_max_replicas")]
+    pub max_replicas: u32,
+    /// Idle this long, the function scales down to `min_replicas`.
+    #[serde(default = "default_idle_ms")]
+    pub idle_timeout_ms: u64,
+    /// The container port serving the HTTP contract (`PORT`).
+    #[serde(default = "default_warm_port")]
+    pub port: u16,
+}
+
+impl Default for WarmSettings {
+    fn default() -> WarmSettings {
+        WarmSettings {
+            min_replicas: 0,
+            max_replicas: default_max_replicas(),
+            idle_timeout_ms: default_idle_ms(),
+            port: default_warm_port(),
+        }
+    }
+}
+
+fn default_max_replicas() -> u32 {
+    4
+}
+fn default_warm_port() -> u16 {
+    8080
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -146,8 +195,11 @@ pub enum Startup {
 pub struct SecretRef {
     /// The environment variable the function sees.
     pub env: String,
-    /// The kernel secret's name.
+    /// The kernel secret's name; on the Kubernetes executor, the Kubernetes Secret's name.
     pub secret: String,
+    /// Kubernetes executor: the key within the Secret (default `value`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -333,11 +385,26 @@ impl FunctionSpec {
                     ));
                 }
             }
-            Runtime::Container { image, .. } => {
+            Runtime::Container { image, warm, .. } => {
                 if image.trim().is_empty() || image.contains(char::is_whitespace) {
                     return Err(Error::invalid(
                         "runtime.image",
                         "image must be an image reference",
+                    ));
+                }
+                if warm.max_replicas == 0 || warm.min_replicas > warm.max_replicas {
+                    return Err(Error::invalid(
+                        "runtime.warm.max_replicas",
+                        "max_replicas must be at least 1 and at least min_replicas",
+                    ));
+                }
+                if warm.port == 0 {
+                    return Err(Error::invalid("runtime.warm.port", "port must be 1-65535"));
+                }
+                if warm.idle_timeout_ms < 100 {
+                    return Err(Error::invalid(
+                        "runtime.warm.idle_timeout_ms",
+                        "idle_timeout_ms must be at least 100",
                     ));
                 }
                 if self.executor == "local" {
@@ -370,6 +437,19 @@ impl FunctionSpec {
                 ));
             }
             draven_core::Slug::parse(&format!("secrets[{i}].secret"), &s.secret)?;
+            if let Some(key) = &s.key {
+                let ok = !key.is_empty()
+                    && key.len() <= 253
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !ok {
+                    return Err(Error::invalid(
+                        &format!("secrets[{i}].key"),
+                        "a Secret key is letters, digits, '-', '_' and '.'",
+                    ));
+                }
+            }
         }
         if self.timeout_ms == 0 || self.timeout_ms > limits.max_timeout_ms {
             return Err(Error::invalid(

@@ -102,6 +102,9 @@ pub struct ServeArgs {
     /// Seconds between polls of a provider run (webhooks usually arrive first) [default: 15]
     #[arg(long, env = "DRAVEN_PROVIDER_POLL_SECS")]
     pub provider_poll_secs: Option<u64>,
+    /// The Kubernetes executor (off unless configured).
+    #[command(flatten)]
+    pub kube: crate::kube::KubeArgs,
 }
 
 /// Flags of `draven runner`.
@@ -208,6 +211,13 @@ pub const KNOWN_ENV: &[&str] = &[
     "DRAVEN_RUNNER_TOKEN",
     "DRAVEN_RUNNER_NAME",
     "DRAVEN_RUNNER_WORK_DIR",
+    "DRAVEN_KUBE_ENABLED",
+    "DRAVEN_KUBE_NAMESPACE",
+    "DRAVEN_KUBE_KUBECONFIG",
+    "DRAVEN_KUBE_CONTEXT",
+    "DRAVEN_KUBE_JOB_TTL_SECS",
+    "DRAVEN_KUBE_IMAGE_PULL_POLICY",
+    "DRAVEN_KUBE_MAX_JOB_PAYLOAD_BYTES",
     // Read by the test suite, not the server.
     "DRAVEN_TEST_DATABASE_URL",
     "DRAVEN_TEST_S3_ENDPOINT",

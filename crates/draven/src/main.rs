@@ -4,6 +4,7 @@
 
 mod admin;
 mod config;
+mod kube;
 mod serve;
 
 use clap::{Parser, Subcommand};

@@ -119,13 +119,14 @@ fn spawn_job_reaper(db: Db) {
     });
 }
 
-/// The functions engine with the local executor.
+/// The functions engine with the local executor, and the Kubernetes one when configured.
 fn functions_engine(
     config: &Config,
     db: &Db,
     kek: Arc<dyn draven_store::crypto::KeyEncryptionKey>,
     logs: &Path,
     max_body: usize,
+    kube: Option<Arc<dyn draven_functions::executor::Executor>>,
 ) -> Result<draven_functions::Engine> {
     use draven_functions::executor::local::{LocalConfig, LocalExecutor};
     let allow = draven_functions::callback::AllowList::parse(&config.callback_allow)
@@ -148,10 +149,12 @@ fn functions_engine(
         ..Default::default()
     };
     let local = LocalExecutor::new(LocalConfig::new(logs.to_owned()));
+    let mut executors: Vec<Arc<dyn draven_functions::executor::Executor>> = vec![Arc::new(local)];
+    executors.extend(kube);
     Ok(draven_functions::Engine::new(
         db.clone(),
         kek,
-        vec![Arc::new(local)],
+        executors,
         engine_config,
     ))
 }
@@ -266,6 +269,7 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode> {
         kek.clone(),
         &function_logs,
         config.max_body_bytes,
+        crate::kube::executor(&args.kube).await?,
     )?;
     engine.spawn_refresher();
     spawn_pipelines(&db, &kek, &config);

@@ -129,9 +129,11 @@ pub async fn put_function(
         ));
     }
     let spec = engine.parse_spec(&body.bytes)?;
-    for s in spec
+    let kernel_secrets = spec
         .secrets
         .iter()
+        .filter(|_| !engine.secrets_by_reference(&spec.executor));
+    for s in kernel_secrets
         .map(|s| &s.secret)
         .chain(&spec.callback_secret)
     {

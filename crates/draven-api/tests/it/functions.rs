@@ -4,51 +4,41 @@
 
 use super::{App, Resp, ADMIN};
 use draven_functions::executor::local::{LocalConfig, LocalExecutor};
-use draven_functions::executor::{
-    Deployed, Deployment, ExecError, ExecRequest, ExecResponse, Executor, InstanceStats,
-};
+use draven_functions::executor::Executor;
 use draven_store::testing::TestDb;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Stands in for the Kubernetes executor (its own issue) to prove routing: answers with its
-/// name and counts calls.
-struct Recording(Arc<AtomicUsize>);
-struct RecordingDeployed(Arc<AtomicUsize>);
-
-impl Executor for Recording {
-    fn name(&self) -> &'static str {
-        "kubernetes"
-    }
-    fn deploy(&self, _: Arc<Deployment>) -> Result<Arc<dyn Deployed>, draven_core::Error> {
-        Ok(Arc::new(RecordingDeployed(self.0.clone())))
-    }
-}
-
-impl Deployed for RecordingDeployed {
-    fn invoke(
-        &self,
-        _: ExecRequest,
-    ) -> futures::future::BoxFuture<'_, Result<ExecResponse, ExecError>> {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async {
-            Ok(ExecResponse {
-                status: 200,
-                content_type: Some("text/plain".into()),
-                body: bytes::Bytes::from_static(b"ran on the recording executor"),
-                cold_start: None,
-            })
-        })
-    }
-    fn shutdown(&self) -> futures::future::BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-    fn stats(&self) -> InstanceStats {
-        InstanceStats::default()
-    }
+/// The Kubernetes executor against a fake API server (its kubelet runs the images below as
+/// local processes): `example/wc:1` counts the payload's words, `example/boxed:1` answers a
+/// fixed text, `example/oom:1` is OOM-killed, `example/private:1` cannot be pulled.
+fn kubernetes() -> Arc<dyn Executor> {
+    use draven_kube::fake::{FakeCluster, Image};
+    let fake = FakeCluster::spawn();
+    let decode = "printf %s \"$DRAVEN_PAYLOAD\" | base64 -d";
+    fake.image(
+        "example/wc:1",
+        Image::run(&[
+            "/bin/sh",
+            "-c",
+            &format!("{decode} | /bin/sh {}", wc_script()),
+        ]),
+    );
+    fake.image(
+        "example/boxed:1",
+        Image::run(&["/bin/sh", "-c", "printf 'ran on the kubernetes executor'"]),
+    );
+    fake.image("example/oom:1", Image::OomKilled);
+    fake.image("example/private:1", Image::PullError);
+    let client = fake.client("functions");
+    // The fake serves on this test's runtime and goes with it.
+    std::mem::forget(fake);
+    Arc::new(draven_kube::KubeExecutor::new(
+        client,
+        draven_kube::KubeConfig::new("functions"),
+    ))
 }
 
 pub(crate) fn engine(
@@ -71,7 +61,7 @@ pub(crate) fn engine(
         kek,
         vec![
             Arc::new(LocalExecutor::new(LocalConfig::new(logs.to_owned()))),
-            Arc::new(Recording(Arc::new(AtomicUsize::new(0)))),
+            kubernetes(),
         ],
         config,
     )
@@ -745,7 +735,7 @@ async fn processes_watchdog_and_routing(db: TestDb) {
     .await
     .ok();
     let r = app.invoke("boxed", ADMIN, json!({}), &[]).await;
-    assert_eq!(r.text, "ran on the recording executor");
+    assert_eq!(r.text, "ran on the kubernetes executor");
     let inv = app
         .finished(r.headers["x-invocation-id"].to_str().unwrap())
         .await;
@@ -757,6 +747,115 @@ async fn processes_watchdog_and_routing(db: TestDb) {
         )
         .await;
     assert_eq!(r.problem(), ("validation-failed", Some("executor")));
+}
+
+async fn kubernetes_jobs_through_the_api(db: TestDb) {
+    let app = App::start(db).await;
+    let container = |image: &str, extra: Value| {
+        let mut spec = json!({"executor": "kubernetes",
+                              "runtime": {"kind": "container", "image": image},
+                              "retries": 2, "backoff": {"initial_ms": 10, "max_ms": 50}});
+        if let Value::Object(m) = extra {
+            for (k, v) in m {
+                spec[k] = v;
+            }
+        }
+        spec
+    };
+    // A Kubernetes Secret is a reference: no kernel secret of that name is needed.
+    let r = app
+        .define(
+            "wc",
+            container(
+                "example/wc:1",
+                json!({"secrets": [{"env": "TOKEN", "secret": "api-token", "key": "token"}]}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["spec"]["runtime"]["mode"], "job");
+    assert_eq!(r.body["spec"]["secrets"][0]["key"], "token");
+    app.define("wc", container("example/wc:1", json!({})))
+        .await
+        .ok();
+    // Sync: a Job runs, its log is the answer.
+    let r = app
+        .raw(
+            Method::POST,
+            "/api/v1/functions/wc/invoke",
+            ADMIN,
+            "text/plain",
+            b"one two three four".to_vec(),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["words"], 4);
+    let inv = app
+        .finished(r.headers["x-invocation-id"].to_str().unwrap())
+        .await;
+    assert_eq!(inv["executor"], "kubernetes");
+    assert_eq!(inv["state"], "succeeded");
+    // Async.
+    let r = app.invoke_async("wc", ADMIN, json!("a b"), &[]).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.text);
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
+    assert_eq!(inv["state"], "succeeded", "{inv}");
+    // An OOM kill is a crash: retried, then dead-lettered.
+    app.define("oom", container("example/oom:1", json!({})))
+        .await
+        .ok();
+    let r = app.invoke_async("oom", ADMIN, json!({}), &[]).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
+    assert_eq!(inv["state"], "failed", "{inv}");
+    assert_eq!(inv["attempts"], 3, "{inv}");
+    assert_eq!(inv["failure"]["kind"], "crashed");
+    assert!(
+        inv["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OOMKilled"),
+        "{inv}"
+    );
+    assert_eq!(inv["dead_lettered"], true);
+    let dlq = app.get("/api/v1/functions/oom/dead-letters", ADMIN).await;
+    assert_eq!(dlq.body.as_array().unwrap().len(), 1, "{}", dlq.text);
+    // An image that cannot be pulled is not retried.
+    app.define("private", container("example/private:1", json!({})))
+        .await
+        .ok();
+    let r = app.invoke_async("private", ADMIN, json!({}), &[]).await;
+    let inv = app
+        .finished(r.body["invocation_id"].as_str().unwrap())
+        .await;
+    assert_eq!(inv["attempts"], 1, "{inv}");
+    assert_eq!(inv["failure"]["kind"], "unavailable");
+    assert!(
+        inv["failure"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be pulled"),
+        "{inv}"
+    );
+    let r = app.invoke("private", ADMIN, json!({}), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    // Definitions of the new fields are checked.
+    let r = app
+        .define("w", container("example/wc:1", json!({"runtime": {"kind": "container", "image": "x/y:1", "mode": "warm", "warm": {"max_replicas": 0}}})))
+        .await;
+    assert_eq!(
+        r.problem(),
+        ("validation-failed", Some("runtime.warm.max_replicas"))
+    );
+    let metrics = app.get("/metrics", ADMIN).await.text;
+    assert!(
+        metrics.contains("executor=\"kubernetes\""),
+        "invocations are counted per executor"
+    );
 }
 
 async fn draining_refuses_new_invocations(db: TestDb) {
@@ -888,5 +987,6 @@ draven_store::on_both_backends!(
     failures_retry_then_dead_letter,
     queues_are_bounded_and_lose_nothing,
     processes_watchdog_and_routing,
+    kubernetes_jobs_through_the_api,
     draining_refuses_new_invocations,
 );

@@ -13,6 +13,7 @@ const ADMIN: &str = "test-bootstrap-admin-token";
 
 mod deploy;
 mod functions;
+mod observability;
 mod providers;
 mod registry;
 mod runner;

@@ -22,7 +22,8 @@ pub struct Deployment {
     pub name: String,
     pub revision: i64,
     pub spec: FunctionSpec,
-    /// `env` plus secrets resolved to their values.
+    /// `env` plus secrets resolved to their values (only `env` when the executor takes
+    /// secrets by reference).
     pub env: Vec<(String, String)>,
 }
 
@@ -126,6 +127,12 @@ pub trait Deployed: Send + Sync + 'static {
 /// A place functions run.
 pub trait Executor: Send + Sync + 'static {
     fn name(&self) -> &'static str;
+    /// Whether the definition's `secrets` name secrets of the executor's own platform, passed
+    /// by reference (Kubernetes Secrets), rather than kernel secrets whose values the engine
+    /// resolves into [`Deployment::env`].
+    fn secrets_by_reference(&self) -> bool {
+        false
+    }
     /// Binds a definition. Cheap: instances start on demand.
     fn deploy(&self, deployment: Arc<Deployment>) -> Result<Arc<dyn Deployed>, Error>;
 }

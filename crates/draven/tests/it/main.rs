@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+mod kube;
 mod ui_browser;
 
 const BIN: &str = env!("CARGO_BIN_EXE_draven");
