@@ -45,8 +45,10 @@ pub(crate) fn engine(
     db: &TestDb,
     kek: Arc<dyn draven_store::crypto::KeyEncryptionKey>,
     logs: &std::path::Path,
+    tenant_rate: Option<draven_functions::spec::RateLimit>,
 ) -> draven_functions::Engine {
     let config = draven_functions::EngineConfig {
+        tenant_rate,
         callback_allow: draven_functions::callback::AllowList::parse("127.0.0.1/32").unwrap(),
         callback_backoff: Duration::from_millis(20),
         callback_attempts: 3,
@@ -977,7 +979,40 @@ async fn idle_instances_stop_and_minimum_instances_start_ahead(db: TestDb) {
     assert!(inv.get("cold_start_ms").is_none(), "served warm: {inv}");
 }
 
+async fn the_tenant_rate_limit_spans_its_functions(db: TestDb) {
+    let app = App::start_with_tenant_rate(
+        db,
+        draven_functions::spec::RateLimit {
+            per_second: 1,
+            burst: Some(3),
+        },
+    )
+    .await;
+    app.define("a", pool(&hello(), json!({}))).await.ok();
+    app.define("b", pool(&hello(), json!({}))).await.ok();
+    let mut codes = Vec::new();
+    for name in ["a", "b", "a", "b"] {
+        let r = app.invoke(name, ADMIN, json!({}), &[]).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(r.problem().0, "rate-limited");
+            assert!(
+                r.body["detail"].as_str().unwrap().contains("tenant"),
+                "{}",
+                r.text
+            );
+            assert!(r.headers.contains_key("retry-after"));
+        }
+        codes.push(r.status.as_u16());
+    }
+    assert_eq!(
+        codes,
+        [200, 200, 200, 429],
+        "one budget for all the tenant's functions"
+    );
+}
+
 draven_store::on_both_backends!(
+    the_tenant_rate_limit_spans_its_functions,
     idle_instances_stop_and_minimum_instances_start_ahead,
     a_caller_going_away_frees_everything,
     definitions_are_validated_and_versioned,

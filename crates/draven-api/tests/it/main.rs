@@ -81,6 +81,23 @@ impl App {
     }
 
     async fn start_with(db: TestDb, config: ApiConfig) -> App {
+        Self::start_full(db, config, None).await
+    }
+
+    /// With a per-tenant invocation rate limit.
+    async fn start_with_tenant_rate(db: TestDb, rate: draven_functions::spec::RateLimit) -> App {
+        let config = ApiConfig {
+            max_body_bytes: 64 * 1024,
+            ..ApiConfig::default()
+        };
+        Self::start_full(db, config, Some(rate)).await
+    }
+
+    async fn start_full(
+        db: TestDb,
+        config: ApiConfig,
+        tenant_rate: Option<draven_functions::spec::RateLimit>,
+    ) -> App {
         db.bootstrap(Some(ADMIN)).await.unwrap();
         // SQLite runs with a local directory, PostgreSQL with S3: each test meets both
         // databases and both object stores.
@@ -95,7 +112,7 @@ impl App {
         let git_cache = tempfile::tempdir().unwrap();
         let kek = Arc::new(MasterKey::parse(&MasterKey::generate_hex()).unwrap());
         let fn_logs = tempfile::tempdir().unwrap();
-        let engine = functions::engine(&db, kek.clone(), fn_logs.path());
+        let engine = functions::engine(&db, kek.clone(), fn_logs.path(), tenant_rate);
         let app = draven_api::app(Services {
             db: db.db.clone(),
             blobs: blobs.blobs.clone(),
