@@ -506,10 +506,6 @@ impl Engine {
         }))
     }
 
-    pub fn config(&self) -> &EngineConfig {
-        &self.0.config
-    }
-
     /// The executors' names, for validating definitions.
     pub fn executor_names(&self) -> Vec<&'static str> {
         self.0.executors.iter().map(|e| e.name()).collect()
@@ -708,6 +704,9 @@ impl Engine {
     fn tenant_limiter(&self, tenant_id: &str) -> Option<Arc<Limiter>> {
         let rate = self.0.config.tenant_rate.as_ref()?;
         let mut map = self.0.tenant_limiters.lock();
+        if let Some(l) = map.get(tenant_id) {
+            return Some(l.clone());
+        }
         Some(
             map.entry(tenant_id.to_owned())
                 .or_insert_with(|| Arc::new(limiter(rate)))

@@ -553,7 +553,7 @@ pub async fn function_logs(
     let Some(dir) = &state.function_logs else {
         return Ok((StatusCode::OK, "").into_response());
     };
-    let path = dir.join(auth.tenant_id()).join(format!("{name}.log"));
+    let path = draven_functions::executor::local::log_path(dir, auth.tenant_id(), &name);
     let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
     let tail = q.tail.unwrap_or(200).min(5000);
     let lines: Vec<&str> = text

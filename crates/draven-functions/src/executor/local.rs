@@ -110,9 +110,9 @@ pub(crate) fn command(
 }
 
 fn log_file(deployment: &Deployment, config: &LocalConfig) -> std::io::Result<std::fs::File> {
-    let dir = config.log_dir.join(&deployment.tenant);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join(format!("{}.log", deployment.name));
+    let path = log_path(&config.log_dir, &deployment.tenant, &deployment.name);
+    let dir = path.parent().expect("a log path has a directory");
+    std::fs::create_dir_all(dir)?;
     if std::fs::metadata(&path).is_ok_and(|m| m.len() > config.max_log_bytes) {
         std::fs::rename(&path, dir.join(format!("{}.log.1", deployment.name))).ok();
     }
@@ -122,9 +122,10 @@ fn log_file(deployment: &Deployment, config: &LocalConfig) -> std::io::Result<st
         .open(path)
 }
 
-/// The log file of a function, for `GET /functions/{name}/logs`.
-pub fn log_path(config: &LocalConfig, tenant: &str, function: &str) -> PathBuf {
-    config.log_dir.join(tenant).join(format!("{function}.log"))
+/// The log file of a function under a log directory (also read by
+/// `GET /functions/{name}/logs`).
+pub fn log_path(log_dir: &std::path::Path, tenant: &str, function: &str) -> PathBuf {
+    log_dir.join(tenant).join(format!("{function}.log"))
 }
 
 /// Signals a process group (the function and anything it started).

@@ -340,27 +340,20 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
     let container = pod["spec"]["containers"][0].clone();
     let image = container["image"].as_str().unwrap_or("").to_owned();
     let behaviour = shared.images.lock().get(&image).cloned();
+    // This pod's container status, as the kubelet reports it.
+    let set = |phase: &str, state: Value, extra: Value| {
+        set_container(&shared, &ns, &name, &image, phase, state, extra)
+    };
+    let running = || json!({"running": {"startedAt": super::now()}});
     let waiting =
         |reason: &str, message: String| json!({"waiting": {"reason": reason, "message": message}});
     tokio::time::sleep(Duration::from_millis(5)).await;
     let (entrypoint, cmd) = match behaviour {
         None | Some(Image::PullError) => {
             let msg = format!("rpc error: code = Unknown desc = failed to pull and unpack image \"{image}\": pull access denied, repository does not exist or may require authorization");
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
-                "Pending",
-                waiting("ErrImagePull", msg.clone()),
-                json!({}),
-            );
+            set("Pending", waiting("ErrImagePull", msg.clone()), json!({}));
             tokio::time::sleep(Duration::from_millis(50)).await;
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
+            set(
                 "Pending",
                 waiting(
                     "ImagePullBackOff",
@@ -371,21 +364,9 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
             return;
         }
         Some(Image::Evicted) => {
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
-                "Running",
-                json!({"running": {"startedAt": super::now()}}),
-                json!({}),
-            );
+            set("Running", running(), json!({}));
             tokio::time::sleep(Duration::from_millis(30)).await;
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
+            set(
                 "Failed",
                 json!({"terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown", "message": "The container could not be located when the pod was terminated"}}),
                 json!({"reason": "Evicted", "message": "The node was low on resource: memory. Threshold quantity: 100Mi, available: 51200Ki."}),
@@ -394,21 +375,9 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
             return;
         }
         Some(Image::OomKilled) => {
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
-                "Running",
-                json!({"running": {"startedAt": super::now()}}),
-                json!({}),
-            );
+            set("Running", running(), json!({}));
             tokio::time::sleep(Duration::from_millis(30)).await;
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
+            set(
                 "Failed",
                 json!({"terminated": {"exitCode": 137, "reason": "OOMKilled", "startedAt": super::now(), "finishedAt": super::now()}}),
                 json!({}),
@@ -417,15 +386,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
             return;
         }
         Some(Image::DeadlineExceeded) => {
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
-                "Running",
-                json!({"running": {"startedAt": super::now()}}),
-                json!({}),
-            );
+            set("Running", running(), json!({}));
             return; // the Job controller's deadline ends it
         }
         Some(Image::Run { entrypoint, cmd }) => (entrypoint, cmd),
@@ -433,11 +394,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
     let env = match resolve_env(&shared, &ns, &container) {
         Ok(e) => e,
         Err(message) => {
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
+            set(
                 "Pending",
                 waiting("CreateContainerConfigError", message),
                 json!({}),
@@ -458,11 +415,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
         (None, None) => entrypoint.into_iter().chain(cmd).collect(),
     };
     let Some((program, args)) = argv.split_first() else {
-        set_container(
-            &shared,
-            &ns,
-            &name,
-            &image,
+        set(
             "Pending",
             waiting("CreateContainerError", "no command specified".into()),
             json!({}),
@@ -493,11 +446,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => {
-            set_container(
-                &shared,
-                &ns,
-                &name,
-                &image,
+            set(
                 "Failed",
                 json!({"terminated": {"exitCode": 128, "reason": "StartError", "message": e.to_string()}}),
                 json!({}),
@@ -515,11 +464,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
         store.kills.insert((ns.clone(), name.clone()), kill_tx);
     }
     let started = super::now();
-    set_container(
-        &shared,
-        &ns,
-        &name,
-        &image,
+    set(
         "Running",
         json!({"running": {"startedAt": started}}),
         json!({"podIP": "127.0.0.1", "startTime": started}),
@@ -575,11 +520,7 @@ async fn run_pod(shared: Arc<Shared>, ns: String, name: String) {
         .lock()
         .kills
         .remove(&(ns.clone(), name.clone()));
-    set_container(
-        &shared,
-        &ns,
-        &name,
-        &image,
+    set(
         if code == 0 { "Succeeded" } else { "Failed" },
         json!({"terminated": terminated}),
         json!({}),
